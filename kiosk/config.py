@@ -1,0 +1,470 @@
+"""Typed, bounded configuration from one TOML file.
+
+Every problem is collected and reported at once (`ConfigError`, exit status 78). Unknown keys get a
+"did you mean". `--set SECTION.KEY=VALUE` overrides any key for one run. The schema below is the single
+source of truth: `config/kiosk.example.toml` is generated from it (`kiosk config-example`) and a test
+keeps the two in step.
+
+Relative paths in a file are resolved against that file's folder; relative paths given with `--set`
+against the current directory.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kiosk.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config" / "demo.toml"
+
+
+# ---------------------------------------------------------------- value types
+@dataclass(frozen=True)
+class Value:
+    default: Any
+    doc: str
+
+    def convert(self, raw: Any, key: str) -> Any:  # returns value or raises ValueError(message)
+        return raw
+
+    def describe(self) -> str:
+        return ""
+
+
+@dataclass(frozen=True)
+class Str(Value):
+    choices: tuple[str, ...] = ()
+    max_len: int = 256
+
+    def convert(self, raw, key):
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string, got {type(raw).__name__}")
+        if self.choices and raw not in self.choices:
+            hint = difflib.get_close_matches(raw, self.choices, n=1)
+            extra = f' (did you mean "{hint[0]}"?)' if hint else ""
+            raise ValueError(f'"{raw}" is not one of {", ".join(self.choices)}{extra}')
+        if len(raw) > self.max_len:
+            raise ValueError(f"longer than {self.max_len} characters")
+        return raw
+
+    def describe(self):
+        return "one of: " + ", ".join(self.choices) if self.choices else ""
+
+
+@dataclass(frozen=True)
+class Int(Value):
+    min: int | None = None
+    max: int | None = None
+
+    def convert(self, raw, key):
+        if isinstance(raw, bool) or not isinstance(raw, int):
+            raise ValueError(f"expected an integer, got {type(raw).__name__}")
+        _bounds(raw, self.min, self.max)
+        return raw
+
+    def describe(self):
+        return _bounds_doc(self.min, self.max)
+
+
+@dataclass(frozen=True)
+class Float(Value):
+    min: float | None = None
+    max: float | None = None
+
+    def convert(self, raw, key):
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise ValueError(f"expected a number, got {type(raw).__name__}")
+        _bounds(raw, self.min, self.max)
+        return float(raw)
+
+    def describe(self):
+        return _bounds_doc(self.min, self.max)
+
+
+@dataclass(frozen=True)
+class Bool(Value):
+    def convert(self, raw, key):
+        if not isinstance(raw, bool):
+            raise ValueError(f"expected true or false, got {raw!r}")
+        return raw
+
+
+@dataclass(frozen=True)
+class PathValue(Value):
+    """A filesystem path; empty string means "not set"."""
+
+    def convert(self, raw, key):
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a path string, got {type(raw).__name__}")
+        return raw
+
+
+@dataclass(frozen=True)
+class Secret(Value):
+    """A secret given inline, as `file:/path` or as `env:NAME`. Never printed."""
+
+    def convert(self, raw, key):
+        if not isinstance(raw, str):
+            raise ValueError(f"expected a string, got {type(raw).__name__}")
+        if raw.startswith("env:"):
+            name = raw[4:]
+            if name not in os.environ:
+                raise ValueError(f"environment variable {name} is not set")
+            return os.environ[name]
+        if raw.startswith("file:"):
+            try:
+                return Path(raw[5:]).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"cannot read secret file {raw[5:]}: {exc.strerror}") from None
+        return raw
+
+    def describe(self):
+        return 'inline, "file:/path" or "env:NAME"; never printed'
+
+
+def _bounds(v, lo, hi):
+    if lo is not None and v < lo:
+        raise ValueError(f"{v} is below the minimum {lo}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{v} is above the maximum {hi}")
+
+
+def _bounds_doc(lo, hi):
+    if lo is not None and hi is not None:
+        return f"{lo} to {hi}"
+    if lo is not None:
+        return f"at least {lo}"
+    if hi is not None:
+        return f"at most {hi}"
+    return ""
+
+
+# ---------------------------------------------------------------- the schema
+PATH_KEYS: set[tuple[str, str]] = set()
+
+
+def _path(section: str, key: str, default: str, doc: str) -> PathValue:
+    PATH_KEYS.add((section, key))
+    return PathValue(default, doc)
+
+
+SCHEMA: dict[str, dict[str, Value]] = {
+    "site": {
+        "id": Str("site-1", "Site identifier, used in MQTT topics and events.", max_len=64),
+        "device": Str("kiosk-1", "Device identifier within the site.", max_len=64),
+        "mode": Str("trace", "trace: record every valid code, green for any well-formed personal code; "
+                    "health: green/black rule; staff: must be on the approved staff list.",
+                    choices=("trace", "health", "staff")),
+        "staff_requires_health": Bool(False, "In staff mode, also apply the health rule."),
+        "direction": Str("in", "Direction recorded for each check-in.", choices=("in", "out")),
+        "timezone": Str("Asia/Ho_Chi_Minh", "IANA time zone of the site; dates in rules are local dates."),
+        "language": Str("vi", "Language of the screens.", choices=("vi", "en")),
+        "authorised_site": Bool(False, "Hospitals and quarantine checkpoints only: keep full personal fields "
+                                "on screen and in the journal. Otherwise everything is masked."),
+        "fail_policy": Str("black", "Verdict when a needed source is stale or the clock is not trustworthy.",
+                           choices=("black", "green")),
+        "debounce_seconds": Float(10.0, "The same person within this window is one check-in.", min=0, max=3600),
+    },
+    "health": {
+        "profile": Str("hcmc", "hcmc: recovered < 180 days or a dose >= 14 days ago. moh-2021-12: last dose "
+                       "14 days to 6 months ago, or recovered within 6 months.", choices=("hcmc", "moh-2021-12")),
+        "recovered_days": Int(180, "Recovery counts while today - recovered < this many days.", min=1, max=3650),
+        "dose_min_days": Int(14, "A dose counts once this many days have passed.", min=0, max=365),
+        "dose_min_inclusive": Bool(True, "true: today - dose >= dose_min_days; false: strictly greater."),
+        "dose_max_days": Int(0, "A dose stops counting after this many days (0: never; the moh-2021-12 "
+                             "profile uses 180 when this is 0).", min=0, max=3650),
+        "accept_tests": Bool(False, "Accept a negative test in a signed certificate as green."),
+        "test_valid_hours": Int(72, "A negative test counts for this many hours.", min=1, max=720),
+    },
+    "codes": {
+        "max_length": Int(4096, "Longer payloads are invalid/too_long before any other work.", min=64, max=65536),
+        "badge_prefix": Str("", "Prefix of the product's own staff badges (empty: badges off).", max_len=16),
+    },
+    "camera": {
+        "type": Str("picamera2", "replay (images or a video at path), picamera2, v4l2 or none.",
+                    choices=("replay", "picamera2", "v4l2", "none")),
+        "path": _path("camera", "path", "", "replay: a folder of images (name order) or a video file."),
+        "loop": Bool(False, "replay: start again at the end instead of stopping."),
+        "width": Int(640, "Decode stream width in pixels.", min=160, max=4056),
+        "height": Int(480, "Decode stream height in pixels.", min=120, max=3040),
+        "fps": Float(30.0, "Frames per second asked of the camera.", min=1, max=120),
+        "device": Int(0, "v4l2: /dev/videoN index.", min=0, max=63),
+        "autofocus": Bool(True, "picamera2: continuous autofocus where the module has it."),
+        "exposure_us": Int(0, "Fixed exposure time in microseconds (0: automatic). Phone screens read "
+                           "best around 8000-15000.", min=0, max=1000000),
+        "retry_seconds": Float(5.0, "Wait between attempts to reopen a failed camera.", min=0.1, max=600),
+    },
+    "reader": {
+        "type": Str("none", "Dedicated QR reader: none, serial (USB CDC / RS-232) or evdev (HID keyboard wedge).",
+                    choices=("none", "serial", "evdev")),
+        "port": _path("reader", "port", "/dev/ttyACM0", "serial: device path."),
+        "baudrate": Int(9600, "serial: baud rate.", min=1200, max=921600),
+        "device": _path("reader", "device", "", "evdev: /dev/input/by-id/... path of the reader."),
+    },
+    "decoder": {
+        "type": Str("zxing", "zxing (zxing-cpp, recommended) or zbar (pyzbar).", choices=("zxing", "zbar")),
+    },
+    "roster": {
+        "path": _path("roster", "path", "roster.json", "Roster of people (TinyDB file, created on first use)."),
+        "max_age_hours": Float(0.0, "Roster older than this is stale and the fail policy applies (0: never).",
+                               min=0, max=87600),
+    },
+    "trust": {
+        "path": _path("trust", "path", "trust.json", "Trust list of certificate signers (TinyDB file)."),
+        "max_age_hours": Float(168.0, "Trust list older than this is stale (0: never).", min=0, max=87600),
+        "clock_skew_seconds": Int(300, "Tolerance for certificate issued-at in the future.", min=0, max=86400),
+    },
+    "journal": {
+        "path": _path("journal", "path", "journal.sqlite", "Check-in journal and outbox (SQLite)."),
+        "retention_days": Int(21, "Rows older than this are purged (the rules ask for at least 1).",
+                              min=1, max=3650),
+        "hash_key": Secret("", "Key for subject_ref, the keyed hash of the ID used for de-identified tracing. "
+                           "Empty: a random key is created next to the journal on first use."),
+    },
+    "display": {
+        "type": Str("ssd1306", "ssd1306, sh1106 (128x64 I2C), ssd1351 (128x128 SPI colour), hdmi (pygame), "
+                    "png (write each screen to a folder), dummy (luma dummy device) or none.",
+                    choices=("ssd1306", "sh1106", "ssd1351", "hdmi", "png", "dummy", "none")),
+        "path": _path("display", "path", "screens", "png: folder for the screen images."),
+        "i2c_port": Int(1, "I2C bus number.", min=0, max=10),
+        "i2c_address": Int(0x3C, "I2C address of the panel (check with `i2cdetect -y 1`).", min=0x03, max=0x77),
+        "spi_port": Int(0, "SPI bus.", min=0, max=6),
+        "spi_device": Int(0, "SPI chip select.", min=0, max=3),
+        "gpio_dc": Int(24, "SPI panels: data/command pin (BCM).", min=0, max=27),
+        "gpio_rst": Int(25, "SPI panels: reset pin (BCM).", min=0, max=27),
+        "rotate": Int(0, "Rotation in quarter turns.", min=0, max=3),
+        "contrast": Int(255, "Panel contrast.", min=0, max=255),
+        "width": Int(800, "hdmi/png: screen width.", min=64, max=3840),
+        "height": Int(480, "hdmi/png: screen height.", min=64, max=2160),
+        "fullscreen": Bool(True, "hdmi: full screen."),
+        "result_seconds": Float(3.0, "How long a result stays before the idle screen returns.", min=0.2, max=60),
+    },
+    "gpio": {
+        "pin_factory": Str("auto", "gpiozero pin factory: mock (no hardware), lgpio (Pi 5, current OS), "
+                           "rpigpio, or auto (gpiozero's own choice).", choices=("mock", "lgpio", "rpigpio", "auto")),
+        "led": Str("pair", "pair: separate green/red LEDs; rgb: one RGB LED; none.", choices=("pair", "rgb", "none")),
+        "led_green": Int(17, "Green LED pin (BCM).", min=0, max=27),
+        "led_red": Int(27, "Red LED pin (BCM).", min=0, max=27),
+        "led_blue": Int(22, "rgb: blue pin (BCM).", min=0, max=27),
+        "buzzer": Int(18, "Buzzer pin (BCM); 18 has hardware PWM for tones. -1: no buzzer.", min=-1, max=27),
+        "buzzer_tonal": Bool(False, "Passive buzzer driven with tones (gpiozero TonalBuzzer)."),
+        "relay": Int(-1, "Door/turnstile relay pin (BCM), pulsed on green. -1: no relay.", min=-1, max=27),
+        "relay_active_high": Bool(True, "false for relay boards that switch on a low input."),
+        "relay_seconds": Float(1.0, "Relay pulse length.", min=0.05, max=30),
+        "button": Int(-1, "Button pin (BCM). -1: no button.", min=-1, max=27),
+        "button_action": Str("toggle_direction", "toggle_direction (in/out) or override (guard's manual admit, "
+                             "journaled as an override).", choices=("toggle_direction", "override")),
+    },
+    "clock": {
+        "source": Str("system", "system: trust system time only when NTP-synchronised; assume_synced: always "
+                      "trust it (development and demo only).", choices=("system", "assume_synced")),
+    },
+    "mqtt": {
+        "enabled": Bool(False, "Publish check-ins over MQTT."),
+        "host": Str("127.0.0.1", "Broker host."),
+        "port": Int(1883, "Broker port (8883 for TLS).", min=1, max=65535),
+        "protocol": Str("3.1.1", "MQTT protocol version.", choices=("3.1.1", "5")),
+        "prefix": Str("kiosk/{site}/{device}", "Topic prefix; {site} and {device} are filled in."),
+        "client_id": Str("", "Client id (empty: kiosk-{site}-{device})."),
+        "username": Str("", "Username (empty: none)."),
+        "password": Secret("", "Password."),
+        "tls": Bool(False, "Use TLS."),
+        "ca_file": _path("mqtt", "ca_file", "", "TLS: CA certificate file (empty: system store)."),
+        "cert_file": _path("mqtt", "cert_file", "", "TLS: client certificate (optional)."),
+        "key_file": _path("mqtt", "key_file", "", "TLS: client key (optional)."),
+        "keepalive": Int(30, "Keepalive seconds.", min=5, max=3600),
+        "max_inflight": Int(20, "QoS 1 messages in flight at once.", min=1, max=1000),
+        "confirm": Bool(True, "Wait for the consumer's ack on {prefix}/ack before an event is final "
+                        "(false: the broker's PUBACK is final)."),
+        "resend_after_seconds": Float(300.0, "Published but unconfirmed events are sent again after this.",
+                                      min=1, max=604800),
+        "outbox_max_rows": Int(1000000, "Most events queued for upload.", min=100, max=100000000),
+        "outbox_full_policy": Str("drop_oldest", "When the outbox is full: drop_oldest (stop queueing the "
+                                  "oldest, keep journaling, raise an alarm) or drop_newest.",
+                                  choices=("drop_oldest", "drop_newest")),
+        "telemetry_seconds": Float(60.0, "Telemetry period.", min=1, max=86400),
+        "reconnect_min_seconds": Float(1.0, "First reconnect delay.", min=0.1, max=600),
+        "reconnect_max_seconds": Float(120.0, "Largest reconnect delay.", min=1, max=3600),
+    },
+    "service": {
+        "log_level": Str("info", "Log level.", choices=("debug", "info", "warning", "error")),
+        "watchdog": Bool(True, "Feed systemd's watchdog from the main loop when WATCHDOG_USEC is set."),
+    },
+}
+
+
+# ---------------------------------------------------------------- loaded config
+class Section:
+    """Attribute access to one validated section: `cfg.site.mode`."""
+
+    def __init__(self, name: str, values: dict[str, Any]):
+        self._name = name
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if isinstance(SCHEMA[self._name][k], Secret) and v else v)
+                 for k, v in self.__dict__.items() if not k.startswith("_")}
+        return f"<{self._name} {shown}>"
+
+
+class Config:
+    def __init__(self, values: dict[str, dict[str, Any]], source: Path | None):
+        self.source = source
+        self.values = values
+        for name, section in values.items():
+            setattr(self, name, Section(name, section))
+
+    def as_dict(self, redact: bool = True) -> dict[str, dict[str, Any]]:
+        out = {}
+        for s, keys in self.values.items():
+            out[s] = {k: ("***" if redact and isinstance(SCHEMA[s][k], Secret) and v else v) for k, v in keys.items()}
+        return out
+
+    def prefix(self) -> str:
+        return self.mqtt.prefix.format(site=self.site.id, device=self.site.device)
+
+
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """`SECTION.KEY=VALUE`; VALUE is read as a TOML value, or as a plain string if it is not one."""
+    if "=" not in text or "." not in text.split("=", 1)[0]:
+        raise ConfigError([f'--set "{text}": expected SECTION.KEY=VALUE'])
+    dotted, raw = text.split("=", 1)
+    section, key = dotted.strip().split(".", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return section, key, value
+
+
+def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
+         data: dict[str, Any] | None = None) -> Config:
+    """Load, merge overrides and validate. Raises ConfigError with every problem found."""
+    problems: list[str] = []
+    source = None
+    base = Path.cwd()
+    if data is None:
+        source = Path(path) if path else DEFAULT_CONFIG
+        try:
+            data = tomllib.loads(source.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"{source}: file not found (copy config/kiosk.example.toml and edit it)"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{source}: cannot read: {exc}"]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+        base = source.resolve().parent
+    values: dict[str, dict[str, Any]] = {s: {} for s in SCHEMA}
+    from_file: dict[tuple[str, str], Any] = {}
+    for section, keys in data.items():
+        if section not in SCHEMA:
+            problems.append(f"[{section}]: unknown section{_did_you_mean(section, SCHEMA)}")
+            continue
+        if not isinstance(keys, dict):
+            problems.append(f"[{section}]: expected a table of keys")
+            continue
+        for key, raw in keys.items():
+            from_file[(section, key)] = (raw, base)
+    for text in overrides:
+        try:
+            section, key, raw = parse_override(text)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if section not in SCHEMA:
+            problems.append(f"--set {section}.{key}: unknown section{_did_you_mean(section, SCHEMA)}")
+            continue
+        from_file[(section, key)] = (raw, Path.cwd())
+    for (section, key), (raw, origin) in from_file.items():
+        spec = SCHEMA[section].get(key)
+        if spec is None:
+            problems.append(f"{section}.{key}: unknown key{_did_you_mean(key, SCHEMA[section])}")
+            continue
+        try:
+            value = spec.convert(raw, key)
+        except ValueError as exc:
+            problems.append(f"{section}.{key}: {exc}")
+            continue
+        if (section, key) in PATH_KEYS and value and not Path(value).is_absolute():
+            value = str((origin / value).resolve())
+        values[section][key] = value
+    for section, keys in SCHEMA.items():
+        for key, spec in keys.items():
+            if key not in values[section]:
+                default = spec.default
+                if (section, key) in PATH_KEYS and default and not Path(default).is_absolute():
+                    default = str((base / default).resolve())
+                values[section][key] = default
+    problems.extend(_cross_checks(values))
+    if problems:
+        raise ConfigError(problems)
+    return Config(values, source)
+
+
+def _cross_checks(v: dict[str, dict[str, Any]]) -> list[str]:
+    problems = []
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(v["site"]["timezone"])
+    except Exception:
+        problems.append(f'site.timezone: unknown time zone "{v["site"]["timezone"]}" (example: Asia/Ho_Chi_Minh)')
+    if v["camera"]["type"] == "replay" and not v["camera"]["path"]:
+        problems.append("camera.path: required when camera.type is replay (a folder of images or a video file)")
+    elif v["camera"]["type"] == "replay" and not Path(v["camera"]["path"]).exists():
+        problems.append(f"camera.path: {v['camera']['path']} does not exist")
+    if v["reader"]["type"] == "evdev" and not v["reader"]["device"]:
+        problems.append("reader.device: required when reader.type is evdev (see ls /dev/input/by-id/)")
+    try:
+        v["mqtt"]["prefix"].format(site="s", device="d")
+    except (KeyError, IndexError, ValueError):
+        problems.append("mqtt.prefix: only {site} and {device} may appear in braces")
+    g = v["gpio"]
+    pins = {"led_green": g["led_green"], "led_red": g["led_red"]} if g["led"] != "none" else {}
+    if g["led"] == "rgb":
+        pins["led_blue"] = g["led_blue"]
+    for name in ("buzzer", "relay", "button"):
+        if g[name] >= 0:
+            pins[name] = g[name]
+    seen: dict[int, str] = {}
+    for name, pin in pins.items():
+        if pin in seen:
+            problems.append(f"gpio.{name}: pin {pin} is already used by gpio.{seen[pin]}")
+        seen[pin] = name
+    if v["mqtt"]["reconnect_min_seconds"] > v["mqtt"]["reconnect_max_seconds"]:
+        problems.append("mqtt.reconnect_min_seconds: larger than mqtt.reconnect_max_seconds")
+    return problems
+
+
+def _did_you_mean(word: str, options) -> str:
+    hint = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f' (did you mean "{hint[0]}"?)' if hint else ""
+
+
+def example_toml() -> str:
+    """The documented example file: every key, its default and what it means."""
+    lines = ["# Checkpoint kiosk configuration. Every key, with its default.",
+             "# Generated from kiosk/config.py by `kiosk config-example`; a test keeps it in step.",
+             "# Relative paths are resolved against this file's folder.", ""]
+    for section, keys in SCHEMA.items():
+        lines.append(f"[{section}]")
+        for key, spec in keys.items():
+            lines.append(f"# {spec.doc}")
+            if spec.describe():
+                lines.append(f"# ({spec.describe()})")
+            lines.append(f"{key} = {_toml_literal(spec.default)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_literal(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
