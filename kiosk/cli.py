@@ -11,13 +11,21 @@ from kiosk import __version__, commands
 from kiosk.errors import KioskError
 
 
+def _common_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", metavar="PATH", help="TOML configuration (default: config/demo.toml)")
+    p.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append",
+                   help="override one configuration key for this run (repeatable)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="PATH", help="TOML configuration (default: config/demo.toml)")
-    common.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
-                        help="override one configuration key for this run (repeatable)")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser = argparse.ArgumentParser(prog="kiosk", description="Checkpoint kiosk firmware.", parents=[common])
+    # The common options are accepted before and after the subcommand. The subcommands' copy uses
+    # SUPPRESS so an option left out after the subcommand keeps the value given before it.
+    parser = argparse.ArgumentParser(prog="kiosk", description="Checkpoint kiosk firmware.")
+    _common_options(parser)
+    parser.set_defaults(config=None, set=[], verbose=False)
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    _common_options(common)
     parser.add_argument("--version", action="version", version=f"kiosk {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):

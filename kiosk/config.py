@@ -213,11 +213,15 @@ SCHEMA: dict[str, dict[str, Value]] = {
         "path": _path("roster", "path", "roster.json", "Roster of people (TinyDB file, created on first use)."),
         "max_age_hours": Float(0.0, "Roster older than this is stale and the fail policy applies (0: never).",
                                min=0, max=87600),
+        "seed_csv": _path("roster", "seed_csv", "", "Roster CSV imported when the roster file does not exist yet "
+                          "(provisioning; empty: none)."),
     },
     "trust": {
         "path": _path("trust", "path", "trust.json", "Trust list of certificate signers (TinyDB file)."),
         "max_age_hours": Float(168.0, "Trust list older than this is stale (0: never).", min=0, max=87600),
         "clock_skew_seconds": Int(300, "Tolerance for certificate issued-at in the future.", min=0, max=86400),
+        "seed_file": _path("trust", "seed_file", "", "Signer certificate(s) (PEM/DER/JSON) imported when the trust "
+                           "list file does not exist yet (provisioning; empty: none)."),
     },
     "journal": {
         "path": _path("journal", "path", "journal.sqlite", "Check-in journal and outbox (SQLite)."),
@@ -262,7 +266,9 @@ SCHEMA: dict[str, dict[str, Value]] = {
     },
     "clock": {
         "source": Str("system", "system: trust system time only when NTP-synchronised; assume_synced: always "
-                      "trust it (development and demo only).", choices=("system", "assume_synced")),
+                      "trust it (development only); fixed: start at clock.start and run on (demo, replays).",
+                      choices=("system", "assume_synced", "fixed")),
+        "start": Str("", "fixed: the starting instant, ISO-8601 with offset (e.g. 2021-11-15T09:00:00+07:00)."),
     },
     "mqtt": {
         "enabled": Bool(False, "Publish check-ins over MQTT."),
@@ -418,6 +424,19 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[str]:
         problems.append("camera.path: required when camera.type is replay (a folder of images or a video file)")
     elif v["camera"]["type"] == "replay" and not Path(v["camera"]["path"]).exists():
         problems.append(f"camera.path: {v['camera']['path']} does not exist")
+    if v["clock"]["source"] == "fixed":
+        from datetime import datetime
+
+        try:
+            if datetime.fromisoformat(v["clock"]["start"]).tzinfo is None:
+                raise ValueError
+        except ValueError:
+            problems.append("clock.start: required with clock.source = fixed, ISO-8601 with offset "
+                            "(e.g. 2021-11-15T09:00:00+07:00)")
+    if v["roster"]["seed_csv"] and not Path(v["roster"]["seed_csv"]).is_file():
+        problems.append(f"roster.seed_csv: {v['roster']['seed_csv']} is not a file")
+    if v["trust"]["seed_file"] and not Path(v["trust"]["seed_file"]).is_file():
+        problems.append(f"trust.seed_file: {v['trust']['seed_file']} is not a file")
     if v["reader"]["type"] == "evdev" and not v["reader"]["device"]:
         problems.append("reader.device: required when reader.type is evdev (see ls /dev/input/by-id/)")
     try:

@@ -1,0 +1,381 @@
+"""Composition root: the one place that turns configuration into drivers and wires the core together.
+
+Everything else in `kiosk/` talks to hardware through the ports in `kiosk.ports`; only this module
+imports `drivers`, and each driver imports its own library lazily.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from kiosk import __version__
+from kiosk.config import Config
+from kiosk.errors import DataError, DeviceError, KioskError
+from kiosk.model import GREEN, Decision
+
+log = logging.getLogger(__name__)
+
+PURGE_EVERY_S = 3600.0
+
+
+def _driver(module: str):
+    return importlib.import_module(f"drivers.{module}")
+
+
+# ---------------------------------------------------------------- builders, one per port
+def build_camera(cfg: Config):
+    kind = cfg.camera.type
+    return None if kind == "none" else _driver(f"camera_{kind}").create(cfg)
+
+
+def build_reader(cfg: Config):
+    kind = cfg.reader.type
+    return None if kind == "none" else _driver(f"reader_{kind}").create(cfg)
+
+
+def build_decoder(cfg: Config):
+    return _driver(f"decoder_{cfg.decoder.type}").create(cfg)
+
+
+def build_display(cfg: Config):
+    kind = cfg.display.type
+    if kind == "none":
+        return None
+    if kind == "png":
+        return _driver("display_png").create(cfg)
+    return _driver("display_luma").create(cfg)
+
+
+def build_gpio(cfg: Config):
+    return _driver("gpio").create(cfg)
+
+
+def build_clock(cfg: Config):
+    from kiosk.clock import create_clock
+
+    return create_clock(cfg)
+
+
+def build_roster(cfg: Config):
+    """The roster; on first use it is provisioned from roster.seed_csv when one is configured."""
+    from pathlib import Path
+
+    from kiosk.roster import Roster
+
+    fresh = not Path(cfg.roster.path).exists()
+    roster = Roster(cfg.roster.path)
+    if fresh and cfg.roster.seed_csv:
+        roster.import_csv(cfg.roster.seed_csv)
+    return roster
+
+
+def build_trust(cfg: Config):
+    """The trust list; on first use it is provisioned from trust.seed_file when one is configured."""
+    from pathlib import Path
+
+    from kiosk.trust import TrustList
+
+    fresh = not Path(cfg.trust.path).exists()
+    trust = TrustList(cfg.trust.path)
+    if fresh and cfg.trust.seed_file:
+        trust.import_file(cfg.trust.seed_file)
+    return trust
+
+
+def build_decider(cfg: Config, roster=None, trust=None):
+    """The decision core: classify, parse, verify, decide. Usable without any hardware."""
+    from kiosk.codes.dcc import DccVerifier
+    from kiosk.decider import Decider
+    from kiosk.identity import load_hash_key
+
+    roster = roster if roster is not None else build_roster(cfg)
+    trust = trust if trust is not None else build_trust(cfg)
+    dcc = DccVerifier(trust, clock_skew_seconds=cfg.trust.clock_skew_seconds, max_input=cfg.codes.max_length)
+    return Decider(cfg, roster, load_hash_key(cfg), dcc=dcc)
+
+
+def staleness(cfg: Config, roster, trust, clock) -> Callable[[], tuple[bool, bool]]:
+    """(roster_stale, trust_stale) now, per the configured maximum ages (0: never stale)."""
+
+    def check() -> tuple[bool, bool]:
+        now = clock.now()
+        roster_stale = False
+        if cfg.roster.max_age_hours > 0:
+            updated = roster.updated_at
+            roster_stale = updated is None or now - updated > timedelta(hours=cfg.roster.max_age_hours)
+        trust_stale = trust.is_stale(now, cfg.trust.max_age_hours) if cfg.trust.max_age_hours > 0 else False
+        return roster_stale, trust_stale
+
+    return check
+
+
+# ---------------------------------------------------------------- the running kiosk
+@dataclass
+class RunResult:
+    frames: int
+    stopped_because: str
+    counters: dict[str, Any] = field(default_factory=dict)
+    journal_rows: int = 0
+    uplink: dict[str, Any] | None = None
+
+
+class App:
+    """The kiosk service: owns the pipeline thread and every device."""
+
+    def __init__(self, cfg: Config, *, clock=None, devices: dict[str, Any] | None = None):
+        from kiosk.debounce import Debouncer
+        from kiosk.feedback import Feedback
+        from kiosk.journal import Journal
+        from kiosk.pipeline import Pipeline
+
+        devices = devices or {}
+        self.cfg = cfg
+        self.started_at = time.time()
+        self.clock = clock or build_clock(cfg)
+        self.roster = build_roster(cfg)
+        self.trust = build_trust(cfg)
+        self.decider = build_decider(cfg, self.roster, self.trust)
+        self.journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
+        self.camera = devices["camera"] if "camera" in devices else build_camera(cfg)
+        self.reader = devices["reader"] if "reader" in devices else build_reader(cfg)
+        self.decoder = devices.get("decoder") or build_decoder(cfg)
+        display = devices["display"] if "display" in devices else build_display(cfg)
+        gpio = devices["gpio"] if "gpio" in devices else build_gpio(cfg)
+        self.gpio = gpio
+        self.display = display
+        self.feedback = Feedback(display, gpio.indicator, gpio.buzzer, gpio.relay, lang=cfg.site.language,
+                                 result_seconds=cfg.display.result_seconds, relay_seconds=cfg.gpio.relay_seconds)
+        self.uplink = None
+        if cfg.mqtt.enabled:
+            from kiosk.uplink import Uplink
+
+            self.uplink = Uplink(cfg, cfg.journal.path, telemetry_source=self.telemetry)
+        self.pipeline = Pipeline(
+            decider=self.decider, debouncer=Debouncer(cfg.site.debounce_seconds), feedback=self.feedback,
+            journal=self.journal, clock=self.clock, decoder=self.decoder,
+            debounce_seconds=cfg.site.debounce_seconds,
+            stale=staleness(cfg, self.roster, self.trust, self.clock),
+            on_journaled=(lambda event: self.uplink.notify()) if self.uplink else None)
+        self._button_presses: queue.SimpleQueue[str] = queue.SimpleQueue()
+        if gpio.button is not None:
+            gpio.button.when_pressed = lambda: self._button_presses.put("pressed")  # gpiozero thread: queue only
+        self._camera_down_until = 0.0
+        self._camera_failures = 0
+        self._camera_failed = False
+        self._last_purge = 0.0
+        self._stop = False
+
+    # -------------------------------------------------------------- downlink command handlers
+    def command_handlers(self) -> dict[str, Callable[[dict], dict]]:
+        return {"roster": self._cmd_roster, "trust": self._cmd_trust, "config": self._cmd_config}
+
+    def _cmd_roster(self, payload: dict) -> dict:
+        op = payload.get("op", "replace")
+        if op == "remove":
+            keys = payload.get("keys")
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise DataError("roster remove: 'keys' must be a list of ID/QID strings")
+            removed = self.roster.remove(keys)
+            return {"removed": removed, "count": self.roster.count}
+        rows = payload.get("entries")
+        if not isinstance(rows, list):
+            raise DataError("roster: 'entries' must be a list of rows (id, qid, name, doses, recovered, staff)")
+        entries = self.roster.parse_entries(rows)
+        if op == "replace":
+            version = payload.get("version")
+            if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+                raise DataError("roster replace: 'version' must be an integer")
+            self.roster.replace_all(entries, version)
+        elif op in ("add", "upsert"):
+            self.roster.upsert(entries)
+        else:
+            raise DataError(f"roster: unknown op {op!r} (replace, add, remove)")
+        return {"count": self.roster.count, "version": self.roster.version}
+
+    def _cmd_trust(self, payload: dict) -> dict:
+        entries = payload.get("entries")
+        if not isinstance(entries, list):
+            raise DataError("trust: 'entries' must be a list of {kid, certificate}")
+        count = self.trust.import_json(entries, replace=bool(payload.get("replace", False)))
+        return {"imported": count, "count": self.trust.count}
+
+    def _cmd_config(self, payload: dict) -> dict:
+        allowed = {"direction": ("in", "out"), "mode": ("trace", "health", "staff")}
+        unknown = sorted(set(payload) - set(allowed) - {"id", "v"})
+        problems = [f"unknown key {k!r} (allowed: direction, mode)" for k in unknown]
+        for key, choices in allowed.items():
+            if key in payload and payload[key] not in choices:
+                problems.append(f"{key} must be one of {', '.join(choices)}")
+        if problems:
+            raise DataError("config command rejected", problems)
+        for key in allowed:
+            if key in payload:
+                setattr(self.cfg.site, key, payload[key])
+                log.info("site.%s set to %s by downlink command", key, payload[key])
+        return {"direction": self.cfg.site.direction, "mode": self.cfg.site.mode}
+
+    # -------------------------------------------------------------- status
+    def alarms(self) -> list[str]:
+        out = []
+        if self._camera_failed:
+            out.append("camera_failed")
+        if self.pipeline.journal_failing:
+            out.append("journal_failed")
+        roster_stale, trust_stale = self.pipeline.stale()
+        if roster_stale:
+            out.append("roster_stale")
+        if trust_stale:
+            out.append("trust_stale")
+        if not self.clock.synced():
+            out.append("clock_unsynced")
+        if self.uplink:
+            out.extend(self.uplink.alarms())
+        return out
+
+    def telemetry(self) -> dict[str, Any]:
+        c = self.pipeline.counters
+        uptime = time.time() - self.started_at
+        return {**c.as_dict(), "alarms": self.alarms(), "uptime_s": round(uptime, 1),
+                "decode_rate_fps": round(c.frames / uptime, 2) if uptime > 0 else 0.0,
+                "direction": self.cfg.site.direction, "mode": self.cfg.site.mode, "version": __version__}
+
+    # -------------------------------------------------------------- the loop
+    def stop(self) -> None:
+        self._stop = True
+
+    def run(self, max_frames: int | None = None, watchdog=None, drain_seconds: float = 0.0) -> RunResult:
+        """Run until stopped, until max_frames, or until a replay camera reaches its end.
+
+        drain_seconds: at the end, give the uplink this long to deliver what is queued (demo, replays).
+        """
+        for device in (self.camera, self.reader):
+            if device is not None:
+                device.start()
+        if self.uplink:
+            self.uplink.start()
+        self.feedback.set_alarms(self.alarms())
+        if watchdog:
+            watchdog.ready()
+        reason = "stopped"
+        try:
+            while not self._stop:
+                if max_frames is not None and self.pipeline.counters.frames >= max_frames:
+                    reason = "max_frames"
+                    break
+                if not self._step():
+                    reason = "end_of_input"
+                    break
+                if watchdog:
+                    watchdog.progress()
+                    watchdog.tick()
+            if self.uplink and drain_seconds > 0:
+                self.uplink.wait_drained(drain_seconds)
+            journal_rows = self.journal.count()
+            uplink = self.uplink.status() if self.uplink else None
+        finally:
+            self.close()
+        return RunResult(self.pipeline.counters.frames, reason, self.pipeline.counters.as_dict(),
+                         journal_rows, uplink)
+
+    def _step(self) -> bool:
+        """One loop iteration. False when there is no more input (replay finished, nothing else to read)."""
+        more = True
+        if self.camera is not None:
+            more = self._read_camera()
+        if self.reader is not None:
+            more = True
+            try:
+                text = self.reader.read(0.0 if self.camera is not None else 0.1)
+            except DeviceError as exc:
+                log.error("reader failed: %s", exc)
+                text = None
+            if text is not None:
+                self.pipeline.handle_text(text)
+        while not self._button_presses.empty():
+            self._button_presses.get()
+            self._on_button()
+        self.pipeline.flush()
+        self.feedback.tick()
+        if self.uplink:
+            self.uplink.run_pending_commands(self.command_handlers())
+        self.feedback.set_alarms(self.alarms())
+        self._maybe_purge()
+        return more
+
+    def _read_camera(self) -> bool:
+        now = time.monotonic()
+        if now < self._camera_down_until:
+            return True
+        try:
+            if self._camera_failed:
+                self.camera.start()
+            started = time.perf_counter()
+            frame = self.camera.read()
+        except DeviceError as exc:
+            self._camera_failures += 1
+            delay = min(self.cfg.camera.retry_seconds * 2 ** min(self._camera_failures - 1, 5), 300.0)
+            if not self._camera_failed:
+                log.error("camera failed, retrying every %.0f s or more: %s", delay, exc)
+            self._camera_failed = True
+            self._camera_down_until = now + delay
+            try:
+                self.camera.close()
+            except Exception:
+                pass
+            return True
+        if self._camera_failed:
+            log.warning("camera working again")
+            self._camera_failed = False
+            self._camera_failures = 0
+        if frame is None:
+            return False
+        self.pipeline.handle_frame(frame, started=started)
+        return True
+
+    def _on_button(self) -> None:
+        if self.cfg.gpio.button_action == "toggle_direction":
+            self.cfg.site.direction = "out" if self.cfg.site.direction == "in" else "in"
+            log.info("direction switched to %s by the button", self.cfg.site.direction)
+            return
+        now = self.clock.now()
+        self.pipeline.handle_override(Decision(
+            kind=None, verdict=GREEN, reason="override", at=now, clock_synced=self.clock.synced(),
+            direction=self.cfg.site.direction, mode=self.cfg.site.mode, override=True))
+
+    def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge < PURGE_EVERY_S:
+            return
+        self._last_purge = now
+        cutoff = self.clock.now() - timedelta(days=self.cfg.journal.retention_days)
+        try:
+            purged = self.journal.purge(cutoff, keep_unsent=self.cfg.mqtt.enabled)
+        except KioskError as exc:
+            log.error("journal purge failed: %s", exc)
+            return
+        if purged:
+            log.info("purged %d journal rows older than %d days", purged, self.cfg.journal.retention_days)
+
+    def close(self) -> None:
+        for name in ("camera", "reader"):
+            device = getattr(self, name)
+            if device is not None:
+                try:
+                    device.close()
+                except Exception:
+                    log.exception("closing %s failed", name)
+        if self.uplink:
+            self.uplink.stop()
+        self.feedback.close()
+        for part in (self.gpio.indicator, self.gpio.buzzer, self.gpio.relay, self.gpio.button):
+            if part is not None:
+                try:
+                    part.close()
+                except Exception:
+                    pass
+        self.journal.close()

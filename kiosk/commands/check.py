@@ -1,0 +1,146 @@
+"""`kiosk check`: validate the configuration (every error at once, exit 78) and probe each configured device.
+
+One JSON line per check: {"check", "ok", "detail"}; a failed check's detail names the fix.
+Exit status 0 when every check passed, 1 otherwise.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from kiosk.commands import emit, load_config
+from kiosk.errors import KioskError
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("check", parents=[common], help="validate the configuration and probe every device")
+    p.set_defaults(func=run)
+
+
+def _probe_camera(cfg) -> str:
+    from kiosk.app import build_camera
+
+    camera = build_camera(cfg)
+    if camera is None:
+        return "none configured"
+    camera.start()
+    try:
+        frame = camera.read()
+    finally:
+        camera.close()
+    if frame is None:
+        return "opened, no frame (end of replay input)"
+    return f"frame {frame.shape[1]}x{frame.shape[0]}"
+
+
+def _probe_reader(cfg) -> str:
+    from kiosk.app import build_reader
+
+    reader = build_reader(cfg)
+    if reader is None:
+        return "none configured"
+    reader.start()
+    reader.close()
+    return f"{cfg.reader.type} opened"
+
+
+def _probe_decoder(cfg) -> str:
+    import numpy as np
+
+    from kiosk.app import build_decoder
+
+    decoder = build_decoder(cfg)
+    found = decoder.decode(np.full((120, 160), 255, dtype=np.uint8))
+    return f"{decoder.name} ready" if found == [] else f"{decoder.name} read text from a blank frame"
+
+
+def _probe_display(cfg) -> str:
+    from kiosk.app import build_display
+    from kiosk.screens import IdleView, render
+
+    display = build_display(cfg)
+    if display is None:
+        return "none configured"
+    try:
+        display.show(render(IdleView(), display.size, display.mode, cfg.site.language))
+    finally:
+        display.close()
+    return f"{cfg.display.type} {display.size[0]}x{display.size[1]} showed the idle screen"
+
+
+def _probe_gpio(cfg) -> str:
+    from kiosk.app import build_gpio
+
+    parts = build_gpio(cfg)
+    names = [n for n in ("indicator", "buzzer", "relay", "button") if getattr(parts, n) is not None]
+    for n in names:
+        getattr(parts, n).close()
+    return f"pin factory {cfg.gpio.pin_factory}: " + (", ".join(names) or "nothing configured")
+
+
+def _probe_clock(cfg) -> str:
+    from kiosk.app import build_clock
+
+    clock = build_clock(cfg)
+    if not clock.synced():
+        raise KioskError("system clock is not NTP-synchronised: date rules follow the fail policy "
+                         "(check `timedatectl` and network access to an NTP server)")
+    return f"synchronised, {clock.now().isoformat(timespec='seconds')}"
+
+
+def _probe_journal(cfg) -> str:
+    from kiosk.journal import Journal
+
+    journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
+    try:
+        return f"{journal.count()} rows in {cfg.journal.path}"
+    finally:
+        journal.close()
+
+
+def _probe_roster(cfg) -> str:
+    from kiosk.app import build_roster
+
+    roster = build_roster(cfg)
+    return f"{roster.count} people, version {roster.version}, updated {roster.updated_at}"
+
+
+def _probe_trust(cfg) -> str:
+    from kiosk.app import build_clock, build_trust
+
+    trust = build_trust(cfg)
+    if cfg.trust.max_age_hours and trust.is_stale(build_clock(cfg).now(), cfg.trust.max_age_hours):
+        raise KioskError(f"trust list is stale (older than {cfg.trust.max_age_hours} h or never updated): "
+                         "run `kiosk trust import` or send the MQTT trust command")
+    return f"{trust.count} signers, updated {trust.updated_at}"
+
+
+def _probe_mqtt(cfg) -> str:
+    if not cfg.mqtt.enabled:
+        return "disabled"
+    from kiosk.uplink import probe
+
+    return probe(cfg, timeout=5.0)
+
+
+PROBES: list[tuple[str, Callable]] = [
+    ("decoder", _probe_decoder), ("camera", _probe_camera), ("reader", _probe_reader),
+    ("display", _probe_display), ("gpio", _probe_gpio), ("clock", _probe_clock), ("journal", _probe_journal),
+    ("roster", _probe_roster), ("trust", _probe_trust), ("mqtt", _probe_mqtt),
+]
+
+
+def run(args) -> int:
+    cfg = load_config(args)  # a ConfigError here exits 78 with every problem listed
+    emit({"check": "config", "ok": True, "detail": str(cfg.source) if cfg.source else "built-in"})
+    failed = 0
+    for name, probe in PROBES:
+        try:
+            detail = probe(cfg)
+            ok = True
+        except KioskError as exc:
+            detail, ok = str(exc), False
+        except Exception as exc:  # a probe must report, not crash the check
+            detail, ok = f"{type(exc).__name__}: {exc}", False
+        failed += not ok
+        emit({"check": name, "ok": ok, "detail": detail})
+    return 1 if failed else 0

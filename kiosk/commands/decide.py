@@ -1,0 +1,41 @@
+"""`kiosk decide PAYLOAD [--at ISO-8601]`: classify, parse, verify and decide one payload string."""
+from __future__ import annotations
+
+import sys
+import time
+
+from kiosk.commands import emit, load_config
+from kiosk.timeparse import parse_instant
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("decide", parents=[common], help="decide one payload string (no hardware)")
+    p.add_argument("payload", help="the code's text, as a reader would deliver it")
+    p.add_argument("--at", metavar="ISO-8601", help="decide as of this instant (default: now); "
+                   "a bare date is the start of that day in the site's time zone")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from kiosk.app import build_clock, build_decider, build_roster, build_trust, staleness
+
+    cfg = load_config(args)
+    clock = build_clock(cfg)
+    if args.at:
+        try:
+            now = parse_instant(args.at, cfg.site.timezone)
+        except ValueError as exc:
+            print(f"kiosk decide: --at: {exc}", file=sys.stderr)
+            return 2
+        synced = True  # the operator states the instant
+    else:
+        now, synced = clock.now(), clock.synced()
+    roster = build_roster(cfg)
+    trust = build_trust(cfg)
+    decider = build_decider(cfg, roster, trust)
+    roster_stale, trust_stale = staleness(cfg, roster, trust, clock)() if not args.at else (False, False)
+    started = time.perf_counter()
+    decision = decider.decide(args.payload, now, synced, roster_stale=roster_stale, trust_stale=trust_stale)
+    decision.latency_ms = (time.perf_counter() - started) * 1000.0
+    emit(decision.to_json())
+    return 0

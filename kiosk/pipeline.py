@@ -1,0 +1,162 @@
+"""The scan pipeline: text or frame in -> decision -> feedback -> journal -> uplink notice.
+
+One thread owns it. Feedback comes first (the person at the gate never waits for storage or the
+network); the journal write follows; the uplink is only woken up. The pipeline never sleeps.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from kiosk.errors import StorageError
+from kiosk.model import BLACK, GREEN, INVALID, Decision
+
+if TYPE_CHECKING:
+    import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Check-ins kept in memory while the journal cannot be written (disk full); retried every loop.
+MAX_UNWRITTEN = 10_000
+# Distinct texts remembered for "same code still in view" suppression.
+MAX_RECENT_TEXTS = 256
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    frames_unreadable: int = 0
+    reads: int = 0
+    checkins: int = 0
+    repeats: int = 0
+    green: int = 0
+    black: int = 0
+    invalid: int = 0
+    journal_errors: int = 0
+    journaled: int = 0
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "latencies_ms"}
+
+
+class Pipeline:
+    def __init__(self, *, decider, debouncer, feedback, journal, clock, decoder=None,
+                 debounce_seconds: float = 10.0,
+                 stale: Callable[[], tuple[bool, bool]] = lambda: (False, False),
+                 on_journaled: Callable[[dict], None] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.decider = decider
+        self.debouncer = debouncer
+        self.feedback = feedback
+        self.journal = journal
+        self.clock = clock
+        self.decoder = decoder
+        self.debounce_seconds = debounce_seconds
+        self.stale = stale
+        self.on_journaled = on_journaled
+        self.monotonic = monotonic
+        self.counters = Counters()
+        self.decisions: list[Decision] = []  # kept only when `keep_decisions` (demo, tests)
+        self.keep_decisions = False
+        self._recent_texts: OrderedDict[bytes, float] = OrderedDict()
+        self._unwritten: deque[Decision] = deque()
+        self.journal_failing = False
+
+    # ------------------------------------------------------------------ inputs
+    def handle_frame(self, frame: "np.ndarray", started: float | None = None) -> list[Decision]:
+        """Decode one grey frame and handle every code in it."""
+        started = time.perf_counter() if started is None else started
+        self.counters.frames += 1
+        try:
+            texts = self.decoder.decode(frame)
+        except Exception:  # a decoder must not take the kiosk down; count and go on
+            log.exception("decoder failed on a frame")
+            self.counters.frames_unreadable += 1
+            return []
+        out = []
+        for text in texts:
+            decision = self.handle_text(text, started=started)
+            if decision is not None:
+                out.append(decision)
+        return out
+
+    def handle_text(self, text: str, started: float | None = None) -> Decision | None:
+        """Decide one payload, give feedback, journal it. None when it repeats a recent check-in."""
+        started = time.perf_counter() if started is None else started
+        self.counters.reads += 1
+        if self._still_in_view(text):
+            self.counters.repeats += 1
+            return None
+        now = self.clock.now()
+        roster_stale, trust_stale = self.stale()
+        decision = self.decider.decide(text, now, self.clock.synced(),
+                                       roster_stale=roster_stale, trust_stale=trust_stale)
+        if self.debouncer.is_repeat(decision.subject_ref, decision.verdict, now):
+            self.counters.repeats += 1
+            return None
+        self.feedback.show(decision)
+        decision.latency_ms = (time.perf_counter() - started) * 1000.0
+        self._record(decision)
+        return decision
+
+    def handle_override(self, decision: Decision) -> None:
+        """A guard's manual admit (button): feedback and journal like any check-in."""
+        self.feedback.show(decision)
+        self._record(decision)
+
+    # ------------------------------------------------------------------ internals
+    def _still_in_view(self, text: str) -> bool:
+        """The same code seen again within the debounce window (it stays in front of the camera)."""
+        key = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest()
+        now = self.monotonic()
+        last = self._recent_texts.pop(key, None)
+        self._recent_texts[key] = now  # refreshed on every sighting
+        while len(self._recent_texts) > MAX_RECENT_TEXTS:
+            self._recent_texts.popitem(last=False)
+        return last is not None and now - last < self.debounce_seconds
+
+    def _record(self, decision: Decision) -> None:
+        c = self.counters
+        c.checkins += 1
+        c.latencies_ms.append(decision.latency_ms)
+        if decision.verdict == GREEN:
+            c.green += 1
+        elif decision.verdict == BLACK:
+            c.black += 1
+        elif decision.verdict == INVALID:
+            c.invalid += 1
+        if self.keep_decisions:
+            self.decisions.append(decision)
+        if len(self._unwritten) >= MAX_UNWRITTEN:
+            self._unwritten.popleft()
+            c.journal_errors += 1
+            log.error("journal unwritable for too long: oldest unwritten check-in dropped")
+        self._unwritten.append(decision)
+        self.flush()
+
+    def flush(self) -> None:
+        """Write check-ins held back by a journal failure. Called after each check-in and every loop."""
+        while self._unwritten:
+            try:
+                event = self.journal.append(self._unwritten[0])
+            except StorageError as exc:
+                if not self.journal_failing:
+                    log.error("journal write failed, holding %d check-in(s) in memory: %s", len(self._unwritten), exc)
+                self.journal_failing = True
+                return
+            self._unwritten.popleft()
+            self.counters.journaled += 1
+            if self.journal_failing:
+                log.warning("journal writable again, flushing held check-ins")
+                self.journal_failing = False
+            if self.on_journaled:
+                self.on_journaled(event)
+
+    @property
+    def unwritten(self) -> int:
+        return len(self._unwritten)

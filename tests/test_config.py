@@ -1,0 +1,132 @@
+"""Configuration: typed, bounded, every error at once, did-you-mean, overrides, exit 78."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kiosk import config
+from kiosk.cli import main
+from kiosk.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def minimal(**sections):
+    data = {"camera": {"type": "none"}}
+    data.update(sections)
+    return data
+
+
+def test_defaults_are_valid_and_contract_keys_exist():
+    cfg = config.load(data=minimal())
+    for section, key in [("site", "id"), ("site", "device"), ("site", "mode"), ("site", "direction"),
+                         ("site", "timezone"), ("camera", "type"), ("camera", "path"), ("decoder", "type"),
+                         ("roster", "path"), ("trust", "path"), ("journal", "path"), ("display", "type"),
+                         ("mqtt", "enabled"), ("mqtt", "host"), ("mqtt", "port")]:
+        assert hasattr(getattr(cfg, section), key)
+    assert cfg.site.timezone == "Asia/Ho_Chi_Minh"
+    assert cfg.journal.retention_days == 21
+
+
+def test_every_error_reported_at_once_with_did_you_mean():
+    with pytest.raises(ConfigError) as exc:
+        config.load(data={"site": {"mdoe": "trace", "direction": "sideways", "debounce_seconds": -1},
+                          "camra": {}, "camera": {"type": "replay"},
+                          "mqtt": {"port": 70000, "enabled": "yes"}})
+    problems = "\n".join(exc.value.problems)
+    assert 'site.mdoe: unknown key (did you mean "mode"?)' in problems
+    assert '[camra]: unknown section (did you mean "camera"?)' in problems
+    assert "site.direction" in problems and "sideways" in problems
+    assert "site.debounce_seconds: -1 is below the minimum 0" in problems
+    assert "mqtt.port: 70000 is above the maximum 65535" in problems
+    assert "mqtt.enabled: expected true or false" in problems
+    assert "camera.path: required when camera.type is replay" in problems
+    assert len(exc.value.problems) == 7
+    assert exc.value.exit_status == 78
+
+
+def test_choice_typo_suggests_value():
+    with pytest.raises(ConfigError) as exc:
+        config.load(data=minimal(site={"mode": "helth"}))
+    assert '(did you mean "health"?)' in exc.value.problems[0]
+
+
+def test_set_overrides_typed_values_and_unknown_keys():
+    cfg = config.load(data=minimal(), overrides=["site.mode=staff", "mqtt.port=8883", "site.id=gate-7",
+                                                 "display.rotate=2"])
+    assert (cfg.site.mode, cfg.mqtt.port, cfg.site.id, cfg.display.rotate) == ("staff", 8883, "gate-7", 2)
+    with pytest.raises(ConfigError) as exc:
+        config.load(data=minimal(), overrides=["site.modee=staff", "nosuch", "gpio.buzzer=abc"])
+    text = "\n".join(exc.value.problems)
+    assert 'site.modee: unknown key (did you mean "mode"?)' in text
+    assert "expected SECTION.KEY=VALUE" in text
+    assert "gpio.buzzer: expected an integer" in text
+
+
+def test_pin_conflicts_and_timezone_are_checked():
+    with pytest.raises(ConfigError) as exc:
+        config.load(data=minimal(gpio={"relay": 17}, site={"timezone": "Asia/Saigon_City"}))
+    text = "\n".join(exc.value.problems)
+    assert "gpio.relay: pin 17 is already used by gpio.led_green" in text
+    assert "site.timezone" in text
+
+
+def test_relative_paths_resolve_against_the_file(tmp_path):
+    (tmp_path / "scenes").mkdir()
+    f = tmp_path / "k.toml"
+    f.write_text('[camera]\ntype = "replay"\npath = "scenes"\n[journal]\npath = "data/j.sqlite"\n')
+    cfg = config.load(f)
+    assert cfg.camera.path == str(tmp_path / "scenes")
+    assert cfg.journal.path == str(tmp_path / "data" / "j.sqlite")
+
+
+def test_secrets_from_env_and_file_are_never_printed(tmp_path, monkeypatch):
+    secret_file = tmp_path / "pw"
+    secret_file.write_text("s3cret-from-file\n")
+    monkeypatch.setenv("KIOSK_TEST_PW", "s3cret-from-env")
+    cfg = config.load(data=minimal(mqtt={"password": f"file:{secret_file}"}, journal={"hash_key": "env:KIOSK_TEST_PW"}))
+    assert cfg.mqtt.password == "s3cret-from-file"
+    assert cfg.journal.hash_key == "s3cret-from-env"
+    assert "s3cret" not in repr(cfg.mqtt) + str(cfg.as_dict())
+    with pytest.raises(ConfigError) as exc:
+        config.load(data=minimal(mqtt={"password": "env:KIOSK_NOT_SET_XYZ"}))
+    assert "KIOSK_NOT_SET_XYZ is not set" in exc.value.problems[0]
+
+
+def test_bad_toml_and_missing_file_are_config_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[site\nid = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        config.load(bad)
+    with pytest.raises(ConfigError, match="file not found"):
+        config.load(tmp_path / "missing.toml")
+
+
+def test_cli_exits_78_on_bad_config(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[site]\nmode = "helth"\n[camera]\ntype = "none"\n')
+    assert main(["--config", str(bad), "check"]) == 78
+    err = capsys.readouterr().err
+    assert "site.mode" in err and "did you mean" in err
+
+
+def test_example_file_is_generated_from_schema_and_loads():
+    example = REPO / "config" / "kiosk.example.toml"
+    assert example.read_text(encoding="utf-8") == config.example_toml(), \
+        "regenerate with: kiosk config-example > config/kiosk.example.toml"
+    for section, keys in config.SCHEMA.items():
+        for key in keys:
+            assert f"\n{key} = " in example.read_text(encoding="utf-8"), f"{section}.{key} undocumented"
+    # Every default is valid once a camera that needs no path is chosen.
+    config.load(example, overrides=["camera.type=none"])
+
+
+def test_demo_config_is_valid():
+    cfg = config.load(REPO / "config" / "demo.toml")
+    assert cfg.camera.type == "replay" and cfg.gpio.pin_factory == "mock"
+
+
+def test_python_dash_m_entry_point():
+    out = subprocess.run([sys.executable, "-m", "kiosk", "--version"], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.startswith("kiosk ")
