@@ -89,6 +89,8 @@ class ParsedCode:
     kind: str
     person: Person | None = None
     error: str | None = None
+    # Which check failed (a field name, never its value): for logs and tests, not for the screen.
+    detail: str | None = None
 
     @property
     def ok(self) -> bool:

@@ -117,7 +117,7 @@ def _probe_trust(cfg) -> str:
 def _probe_mqtt(cfg) -> str:
     if not cfg.mqtt.enabled:
         return "disabled"
-    from kiosk.uplink import probe
+    from kiosk.mqtt_probe import probe
 
     return probe(cfg, timeout=5.0)
 

@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""Decoder accuracy and speed on the shared QR corpus (scoring rules: ../shared/corpus/README.md).
+
+A positive frame is read when one returned text equals a ground-truth text exactly; any other returned
+text is a wrong read (worse than no read); any text on a negative frame is a false positive. Images are
+loaded once, as grey arrays, so the times are the decoder's alone.
+
+    .venv/bin/python bench/decode.py [--corpus DIR] [--decoders zxing,zbar] [--json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT_CORPUS = REPO.parent / "shared" / "corpus"
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))] if values else 0.0
+
+
+def load_corpus(corpus: Path) -> list[tuple[dict, np.ndarray]]:
+    entries = json.loads((corpus / "manifest.json").read_text(encoding="utf-8"))["entries"]
+    out = []
+    for e in entries:
+        with Image.open(corpus / e["file"]) as img:
+            out.append((e, np.asarray(img.convert("L"))))
+    return out
+
+
+def score(decoder, frames: list[tuple[dict, np.ndarray]]) -> dict:
+    cats: dict[str, dict] = defaultdict(lambda: {"frames": 0, "read": 0, "wrong": 0, "false_positive": 0})
+    times, utf8 = [], {"frames": 0, "read": 0}
+    for entry, grey in frames:
+        started = time.perf_counter()
+        texts = decoder.decode(grey)
+        times.append((time.perf_counter() - started) * 1000)
+        c = cats[entry["category"]]
+        c["frames"] += 1
+        truth = entry["texts"]
+        if entry["kind"] == "negative":
+            c["false_positive"] += len(texts)
+            continue
+        read = any(t in truth for t in texts)
+        c["read"] += read
+        c["wrong"] += sum(t not in truth for t in texts)
+        if not all(t.isascii() for t in truth):
+            utf8["frames"] += 1
+            utf8["read"] += read
+    positives = sum(e["kind"] == "positive" for e, _ in frames)
+    read = sum(c["read"] for c in cats.values())
+    return {
+        "decoder": decoder.name,
+        "positives": positives,
+        "read": read,
+        "read_rate": round(read / positives, 4) if positives else None,
+        "wrong": sum(c["wrong"] for c in cats.values()),
+        "negatives": len(frames) - positives,
+        "false_positives": sum(c["false_positive"] for c in cats.values()),
+        "utf8_read": f"{utf8['read']}/{utf8['frames']}",
+        "ms_p50": round(pct(times, 0.5), 2),
+        "ms_p95": round(pct(times, 0.95), 2),
+        "categories": dict(sorted(cats.items())),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="decoder accuracy and speed on the QR corpus")
+    ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
+    ap.add_argument("--decoders", default="zxing,zbar", help="comma-separated: zxing, zbar")
+    ap.add_argument("--json", action="store_true", help="one JSON object per decoder")
+    args = ap.parse_args(argv)
+
+    import importlib
+
+    frames = load_corpus(args.corpus)
+    for name in args.decoders.split(","):
+        decoder = importlib.import_module(f"drivers.decoder_{name.strip()}").create(None)
+        decoder.decode(frames[0][1])  # warm-up: library load and first-call allocations
+        result = score(decoder, frames)
+        if args.json:
+            print(json.dumps(result))
+            continue
+        print(f"{result['decoder']}: read {result['read']}/{result['positives']} ({result['read_rate']:.1%}), "
+              f"wrong {result['wrong']}, false positives {result['false_positives']} on {result['negatives']} "
+              f"negatives, UTF-8 {result['utf8_read']}, ms p50 {result['ms_p50']} p95 {result['ms_p95']}")
+        for cat, c in result["categories"].items():
+            print(f"  {cat:18s} {c['frames']:3d} frames  read {c['read']:3d}  wrong {c['wrong']}  "
+                  f"false positives {c['false_positive']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""USB webcam through OpenCV's V4L2 back end (`/dev/videoN`), for kiosks without a Pi camera module."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from kiosk.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+
+class V4l2Camera:
+    def __init__(self, device: int = 0, width: int = 640, height: int = 480, fps: float = 30.0):
+        self.device = device
+        self.width = width
+        self.height = height
+        self.fps = fps
+        self._capture = None
+
+    def _fix(self) -> str:
+        return (f"check that the webcam is plugged in (`v4l2-ctl --list-devices`, camera.device = {self.device}) "
+                "and that the kiosk user is in the `video` group")
+
+    def start(self) -> None:
+        """Open (or re-open after a failure) the device."""
+        import cv2
+
+        self.close()
+        capture = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        if not capture.isOpened():
+            capture.release()
+            raise DeviceError(f"cannot open /dev/video{self.device}: {self._fix()}")
+        capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+        capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+        capture.set(cv2.CAP_PROP_FPS, self.fps)
+        self._capture = capture
+        log.info("webcam /dev/video%d open", self.device)
+
+    def read(self) -> np.ndarray:
+        import cv2
+
+        if self._capture is None:
+            raise DeviceError(f"/dev/video{self.device} is not open: {self._fix()}")
+        ok, frame = self._capture.read()
+        if not ok or frame is None:
+            raise DeviceError(f"/dev/video{self.device} stopped delivering frames (unplugged?): {self._fix()}")
+        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+
+    def close(self) -> None:
+        if self._capture is not None:
+            self._capture.release()
+            self._capture = None
+
+
+def create(cfg) -> V4l2Camera:
+    c = cfg.camera
+    return V4l2Camera(c.device, c.width, c.height, c.fps)

@@ -1,0 +1,96 @@
+"""Display port on luma: SSD1306/SH1106 (128x64 I2C), SSD1351 (128x128 SPI colour), HDMI through the
+luma.emulator pygame device, and luma's own `dummy` device (keeps the last image, for tests).
+
+luma and pygame are imported inside functions so the suite runs without them.
+"""
+from __future__ import annotations
+
+import os
+
+from kiosk.errors import DeviceError
+
+I2C_FIX = ("enable I2C with raspi-config (Interface Options > I2C), check the address with `i2cdetect -y 1`, "
+           "add the user to the i2c group (sudo usermod -aG i2c $USER)")
+SPI_FIX = ("enable SPI with raspi-config (Interface Options > SPI), check display.spi_port/spi_device and the "
+           "DC/RST pins, add the user to the spi and gpio groups")
+
+
+class LumaDisplay:
+    """Wraps a luma device as the kiosk's Display port."""
+
+    def __init__(self, device):
+        self.device = device
+        self.size: tuple[int, int] = tuple(device.size)
+        self.mode: str = device.mode
+
+    def show(self, image) -> None:
+        self.device.display(image)
+
+    def close(self) -> None:
+        self.device.cleanup()
+
+
+def create(cfg) -> LumaDisplay:
+    d = cfg.display
+    builders = {"ssd1306": _oled_i2c, "sh1106": _oled_i2c, "ssd1351": _ssd1351, "hdmi": _hdmi, "dummy": _dummy}
+    if d.type not in builders:
+        raise DeviceError(f"display.type {d.type!r} is not a luma display (ssd1306, sh1106, ssd1351, hdmi, dummy)")
+    device = builders[d.type](d)
+    if d.type != "dummy":
+        device.contrast(d.contrast)
+    return LumaDisplay(device)
+
+
+def _dummy(d):
+    from luma.core.device import dummy
+
+    return dummy(width=d.width, height=d.height, rotate=d.rotate, mode="RGB")
+
+
+def _oled_i2c(d):
+    from luma.core.error import Error as LumaError
+    from luma.core.interface.serial import i2c
+    from luma.oled import device as oled
+
+    try:
+        serial = i2c(port=d.i2c_port, address=d.i2c_address)
+        return getattr(oled, d.type)(serial, width=128, height=64, rotate=d.rotate)
+    except (LumaError, OSError) as exc:
+        raise DeviceError(f"{d.type} panel at I2C bus {d.i2c_port} address {d.i2c_address:#04x} not usable "
+                          f"({exc}): {I2C_FIX}") from None
+
+
+def _ssd1351(d):
+    from luma.core.error import Error as LumaError
+    from luma.core.interface.serial import spi
+    from luma.oled.device import ssd1351
+
+    try:
+        serial = spi(port=d.spi_port, device=d.spi_device, gpio_DC=d.gpio_dc, gpio_RST=d.gpio_rst)
+        return ssd1351(serial, width=128, height=128, rotate=d.rotate)
+    except ImportError as exc:  # spidev or RPi.GPIO missing
+        raise DeviceError(f"ssd1351 needs {exc.name or 'spidev'}: apt install python3-spidev python3-rpi-lgpio, "
+                          f"then {SPI_FIX}") from None
+    except (LumaError, OSError, RuntimeError) as exc:
+        raise DeviceError(f"ssd1351 panel on SPI {d.spi_port}.{d.spi_device} not usable ({exc}): {SPI_FIX}") from None
+
+
+def _hdmi(d):
+    try:
+        from luma.emulator.device import pygame as pygame_device
+    except ImportError:
+        raise DeviceError("display.type hdmi needs luma.emulator: pip install luma.emulator") from None
+    try:
+        device = pygame_device(width=d.width, height=d.height, rotate=d.rotate, mode="RGB",
+                               transform="none", scale=1)
+        if d.fullscreen:
+            # The emulator has no full-screen option; it opens its window on the first frame unless a
+            # screen surface is already set, so open it full screen here.
+            pg = device._pygame
+            device._screen = pg.display.set_mode((device._w, device._h), pg.FULLSCREEN | pg.SCALED)  # unrotated size
+            pg.mouse.set_visible(False)
+    except Exception as exc:  # pygame.error: no video device
+        raise DeviceError(f"no screen for display.type hdmi ({exc}): run on the Pi's console with "
+                          f"SDL_VIDEODRIVER=kmsdrm, or in a desktop session with DISPLAY set"
+                          f"{'' if os.environ.get('DISPLAY') else ' (DISPLAY is not set)'}") from None
+    return device

@@ -1,0 +1,118 @@
+"""Serial / USB-CDC QR readers through pyserial (`/dev/ttyACM0`, `/dev/ttyUSB0`, RS-232).
+
+Framing: a read ends at CR, LF or CRLF (set the reader's suffix to CR). Chunks are assembled until the
+terminator; empty lines (the LF of a CRLF split across chunks) are skipped.
+
+Decisions:
+- Length: a line is kept up to `max_length + 1` bytes and the rest is discarded up to its terminator, so
+  memory stays bounded and the core still classifies the read as `too_long` (it is longer than the limit).
+- Encoding: UTF-8 (Vietnamese CCCD payloads). Invalid bytes are kept via `surrogateescape`, never replaced:
+  a replacement character could turn one code into another, while a lone surrogate makes the core answer
+  `invalid`/`malformed`, and the exact bytes remain recoverable (`text.encode("utf-8", "surrogateescape")`).
+"""
+from __future__ import annotations
+
+import logging
+import select
+import time
+from typing import Callable
+
+from kiosk.errors import DeviceError
+
+log = logging.getLogger(__name__)
+
+TERMINATORS = b"\r\n"
+
+
+class SerialReader:
+    def __init__(self, port: str, baudrate: int = 9600, max_length: int = 4096,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.port = port
+        self.baudrate = baudrate
+        self.max_length = max_length
+        self._monotonic = monotonic
+        self._serial = None
+        self._partial = bytearray()
+        self._discarding = False  # inside an over-long line: drop bytes until its terminator
+        self._lines: list[bytes] = []
+
+    def _fix(self) -> str:
+        return (f"check the cable and reader.port = {self.port} (`ls /dev/serial/by-id/`); "
+                "add the user to the dialout group")
+
+    def start(self) -> None:
+        """Open, or reopen after an unplug. Bytes of a read cut short by the failure are discarded."""
+        import serial
+
+        self.close()
+        try:
+            self._serial = serial.Serial(self.port, self.baudrate, timeout=0)
+        except (serial.SerialException, OSError) as exc:
+            raise DeviceError(f"cannot open serial reader {self.port}: {exc}; {self._fix()}") from None
+        log.info("serial reader %s open at %d baud", self.port, self.baudrate)
+
+    def read(self, timeout: float) -> str | None:
+        if self._lines:
+            return self._decode(self._lines.pop(0))
+        if self._serial is None:
+            raise DeviceError(f"serial reader {self.port} is not open: {self._fix()}")
+        deadline = self._monotonic() + timeout
+        while True:
+            remaining = max(0.0, deadline - self._monotonic())
+            self._feed(self._receive(remaining))
+            if self._lines:
+                return self._decode(self._lines.pop(0))
+            if remaining <= 0:
+                return None
+
+    def close(self) -> None:
+        if self._serial is not None:
+            try:
+                self._serial.close()
+            except OSError:
+                pass  # already gone (unplugged)
+            self._serial = None
+        self._partial.clear()
+        self._discarding = False
+
+    # ------------------------------------------------------------------ internals
+    def _receive(self, timeout: float) -> bytes:
+        """What arrived within timeout (waiting with select: changing pyserial's timeout reconfigures the tty)."""
+        import serial
+
+        port = self._serial
+        try:
+            ready, _, _ = select.select([port.fileno()], [], [], timeout)
+            return port.read(max(1, port.in_waiting)) if ready else b""
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self.close()
+            raise DeviceError(f"serial reader {self.port} failed (unplugged?): {exc}; {self._fix()}") from None
+
+    def _feed(self, data: bytes) -> None:
+        start = 0
+        for i, byte in enumerate(data):
+            if byte in TERMINATORS:
+                self._append(data[start:i])
+                if self._partial:
+                    self._lines.append(bytes(self._partial))
+                self._partial.clear()
+                self._discarding = False
+                start = i + 1
+        self._append(data[start:])
+
+    def _append(self, chunk: bytes) -> None:
+        if self._discarding or not chunk:
+            return
+        room = self.max_length + 1 - len(self._partial)
+        self._partial += chunk[:room]
+        if len(chunk) > room:
+            self._discarding = True
+            log.warning("serial reader: a read longer than %d bytes was cut (reported as too long)", self.max_length)
+
+    @staticmethod
+    def _decode(line: bytes) -> str:
+        return line.decode("utf-8", "surrogateescape")
+
+
+def create(cfg) -> SerialReader:
+    return SerialReader(cfg.reader.port, cfg.reader.baudrate, cfg.codes.max_length)

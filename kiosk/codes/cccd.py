@@ -1,0 +1,70 @@
+"""Chip citizen-ID card (CCCD) QR (spec section 3).
+
+`ID12|oldID9|Họ và tên|ddMMyyyy|Nam/Nữ|address|issued ddMMyyyy`; fields after the 7th are ignored.
+UTF-8 text with diacritics: compared after NFC normalisation.
+"""
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from kiosk.codes.fields import Malformed, calendar_date
+from kiosk.model import Person
+
+ID = re.compile(r"[0-9]{12}|[0-9]{9}")
+OLD_ID = re.compile(r"[0-9]{9}|[0-9]{12}")
+DIGITS = re.compile(r"[0-9]+")
+NAME_MAX = 100
+ADDRESS_MAX = 256
+GENDERS = {"Nam": "male", unicodedata.normalize("NFC", "Nữ"): "female"}
+
+
+def parse(fields: list[str]) -> Person:
+    """Person from the first 7 fields; raises Malformed naming the first bad field."""
+    id_number, old_id, name, birth, gender, address, issued = fields[:7]
+    if not ID.fullmatch(id_number):
+        raise Malformed("id_number")
+    if old_id and not OLD_ID.fullmatch(old_id):
+        raise Malformed("old_id")
+    name = _name(name)
+    gender = GENDERS.get(unicodedata.normalize("NFC", gender))
+    if gender is None:
+        raise Malformed("gender")
+    address = unicodedata.normalize("NFC", address)
+    if len(address) > ADDRESS_MAX or not address.isprintable():
+        raise Malformed("address")
+    extra = {"address": address} if address else {}
+    if old_id:
+        extra["old_id"] = old_id
+    if issued:
+        extra["issued"] = _date(issued, "issued", allow_partial=False)
+    return Person(id_number=id_number, name=name, birth=_date(birth, "birth", allow_partial=True),
+                  gender=gender, extra=extra)
+
+
+def _name(text: str) -> str:
+    """Words of letters (with diacritics) separated by single spaces; `'` and `-` inside a word for names
+    such as `H'Hen Niê` or `Y-Moan`."""
+    name = unicodedata.normalize("NFC", text)
+    words = name.split(" ")
+    if len(name) > NAME_MAX or not all(words) or not all(_is_word(w) for w in words):
+        raise Malformed("name")
+    return name
+
+
+def _is_word(word: str) -> bool:
+    inner = word[1:-1].replace("'", "").replace("’", "").replace("-", "")
+    return all(unicodedata.category(ch)[0] in "LM" for ch in word[0] + inner + word[-1])
+
+
+def _date(text: str, field: str, *, allow_partial: bool) -> str:
+    """`ddMMyyyy` -> `YYYY-MM-DD`; for a birth date also `MMyyyy` -> `YYYY-MM` and `yyyy` -> `YYYY`."""
+    if not DIGITS.fullmatch(text):
+        raise Malformed(field)
+    if len(text) == 8:
+        return calendar_date(int(text[4:]), int(text[2:4]), int(text[:2]), field).isoformat()
+    if allow_partial and len(text) == 6:
+        return calendar_date(int(text[2:]), int(text[:2]), 1, field).isoformat()[:7]
+    if allow_partial and len(text) == 4:
+        return calendar_date(int(text), 1, 1, field).isoformat()[:4]
+    raise Malformed(field)

@@ -1,0 +1,35 @@
+"""`kiosk collector`: the reference consumer. Stores every check-in once in SQLite and confirms to each device.
+
+Run several with the same --group to split the load (MQTT shared subscription).
+"""
+from __future__ import annotations
+
+from kiosk.commands import emit, load_config
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("collector", parents=[common], help="store check-ins from the broker and confirm them")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--site", help="only this site (default: the configured site.id)")
+    where.add_argument("--all", action="store_true", help="every site")
+    p.add_argument("--db", default="collector.sqlite", help="SQLite file for the events (default: %(default)s)")
+    p.add_argument("--group", default="collectors", help="shared subscription group (default: %(default)s)")
+    p.add_argument("--client-id", help="MQTT client id, unique per collector (default: collector-GROUP)")
+    p.add_argument("--max-events", type=int, help="stop after storing this many new events")
+    p.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop when nothing arrived for this long")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from kiosk.collector import Collector
+
+    cfg = load_config(args)
+    site = None if args.all else (args.site or cfg.site.id)
+    collector = Collector(cfg, args.db, site=site, group=args.group, client_id=args.client_id)
+    try:
+        collector.connect()
+        result = collector.run(max_events=args.max_events, until_idle=args.until_idle)
+    finally:
+        collector.close()
+    emit({"collector": "done", **result.as_dict()})
+    return 0

@@ -1,0 +1,134 @@
+"""`kiosk journal export|stats|trace|purge`: read and maintain the check-in journal.
+
+Dates are `YYYY-MM-DD` (start of that local day) or ISO-8601; naive values are in `site.timezone`.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from datetime import datetime, timedelta
+
+from kiosk.commands import emit, load_config
+from kiosk.errors import KioskError
+from kiosk.timeparse import parse_instant
+
+USAGE_ERROR = 2
+_REF = re.compile(r"[0-9a-f]{32}")
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("journal", parents=[common], help="export, count, trace or purge journaled check-ins")
+    actions = p.add_subparsers(dest="journal_action", metavar="ACTION", required=True)
+
+    export = actions.add_parser("export", parents=[common], help="write check-ins as CSV or JSON lines")
+    export.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    _add_range(export, since_required=False)
+    export.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
+    export.set_defaults(func=run_export)
+
+    stats = actions.add_parser("stats", parents=[common], help="in/out per day and hour, counts per verdict "
+                               "and kind (one JSON object)")
+    _add_range(stats, since_required=False)
+    stats.set_defaults(func=run_stats)
+
+    trace = actions.add_parser("trace", parents=[common], help="visits of one person (one JSON object a line)")
+    trace.add_argument("subject", metavar="SUBJECT", help="a subject_ref, or the person's ID number or QID")
+    _add_range(trace, since_required=True)
+    trace.set_defaults(func=run_trace)
+
+    purge = actions.add_parser("purge", parents=[common], help="delete rows older than journal.retention_days "
+                               "(rows not yet uploaded stay while mqtt.enabled)")
+    purge.set_defaults(func=run_purge)
+
+
+def _add_range(p, *, since_required: bool) -> None:
+    p.add_argument("--since", required=since_required, metavar="DATE", help="from this instant (inclusive)")
+    p.add_argument("--until", metavar="DATE", help="up to this instant (exclusive)")
+
+
+def _range(args, tz: str) -> tuple[datetime | None, datetime | None]:
+    return tuple(parse_instant(v, tz) if v else None for v in (args.since, args.until))
+
+
+def _run(args, action) -> int:
+    """Load config, parse the range, open the journal, run `action(cfg, journal, since, until)`."""
+    from kiosk.journal import Journal
+
+    try:
+        cfg = load_config(args)
+    except KioskError as exc:
+        print(f"kiosk journal: {exc}", file=sys.stderr)
+        return exc.exit_status
+    try:
+        since, until = _range(args, cfg.site.timezone) if hasattr(args, "since") else (None, None)
+    except ValueError as exc:
+        print(f"kiosk journal: {exc}", file=sys.stderr)
+        return USAGE_ERROR
+    try:
+        journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
+        try:
+            return action(cfg, journal, since, until)
+        finally:
+            journal.close()
+    except KioskError as exc:
+        print(f"kiosk journal: {exc}", file=sys.stderr)
+        return exc.exit_status
+
+
+def run_export(args) -> int:
+    def export(cfg, journal, since, until) -> int:
+        if not args.output:
+            count = journal.export(args.format, sys.stdout, since, until)
+        else:
+            try:
+                with open(args.output, "w", encoding="utf-8", newline="") as out:
+                    count = journal.export(args.format, out, since, until)
+            except OSError as exc:
+                print(f"kiosk journal export: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+                return 74
+        print(f"{count} check-ins exported", file=sys.stderr)
+        return 0
+
+    return _run(args, export)
+
+
+def run_stats(args) -> int:
+    def stats(cfg, journal, since, until) -> int:
+        emit(journal.stats(since, until, cfg.site.timezone))
+        return 0
+
+    return _run(args, stats)
+
+
+def run_trace(args) -> int:
+    def trace(cfg, journal, since, until) -> int:
+        visits = {e["seq"]: e for ref in _refs(cfg, args.subject) for e in journal.trace(ref, since, until)}
+        for event in sorted(visits.values(), key=lambda e: (datetime.fromisoformat(e["ts"]), e["seq"])):
+            emit(event)
+        print(f"{len(visits)} visits", file=sys.stderr)
+        return 0
+
+    return _run(args, trace)
+
+
+def _refs(cfg, subject: str) -> list[str]:
+    """The subject_ref(s) to look up: the argument itself if it is one, else the ref of it as an ID and as a QID."""
+    if _REF.fullmatch(subject):
+        return [subject]
+    from kiosk.identity import load_hash_key, subject_ref
+    from kiosk.model import Person
+
+    key = load_hash_key(cfg)
+    refs = (subject_ref(key, Person(id_number=subject)), subject_ref(key, Person(qid=subject)))
+    return [r for r in refs if r]
+
+
+def run_purge(args) -> int:
+    def purge(cfg, journal, since, until) -> int:
+        cutoff = datetime.now().astimezone() - timedelta(days=cfg.journal.retention_days)
+        keep_unsent = cfg.mqtt.enabled
+        emit({"purged": journal.purge(cutoff, keep_unsent=keep_unsent), "older_than": cutoff.isoformat(),
+              "kept_unsent": keep_unsent, "rows": journal.count()})
+        return 0
+
+    return _run(args, purge)

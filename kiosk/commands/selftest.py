@@ -1,0 +1,115 @@
+"""`kiosk selftest`: walk an installer through every configured part, one step at a time.
+
+Camera preview frame saved to a file, display test screens, LED and buzzer sequence, relay click,
+MQTT round trip. Each step prints one JSON line {"step", "ok", "detail"}; a failed step names the fix.
+Unlike the pipeline, this command waits between steps so a person can watch and listen.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kiosk.commands import emit, load_config
+from kiosk.errors import KioskError
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("selftest", parents=[common], help="installer walk-through of camera, display, LEDs, "
+                       "buzzer, relay and MQTT")
+    p.add_argument("--out", default=".", help="folder for the camera preview frame (default: here)")
+    p.add_argument("--pause", type=float, default=1.0, help="seconds between steps, to watch and listen")
+    p.set_defaults(func=run)
+
+
+def _camera(cfg, out: Path) -> str:
+    from PIL import Image
+
+    from kiosk.app import build_camera, build_decoder
+
+    camera = build_camera(cfg)
+    if camera is None:
+        return "no camera configured"
+    camera.start()
+    try:
+        frame = camera.read()
+    finally:
+        camera.close()
+    if frame is None:
+        raise KioskError("the camera gave no frame (replay input empty?)")
+    path = out / "selftest-camera.png"
+    Image.fromarray(frame).save(path)
+    codes = len(build_decoder(cfg).decode(frame))
+    return f"preview {frame.shape[1]}x{frame.shape[0]} saved to {path}; {codes} code(s) in view"
+
+
+def _display(cfg, pause: float) -> str:
+    from kiosk.app import build_display
+    from kiosk.model import BLACK, GREEN, INVALID, Decision
+    from kiosk.screens import IdleView, render
+
+    display = build_display(cfg)
+    if display is None:
+        return "no display configured"
+    try:
+        samples = [Decision(kind="personal_qr", verdict=v, reason=r, screen_subject={"name": "N.V. THỬ", "birth": "1990"})
+                   for v, r in ((GREEN, "vaccinated_14d"), (BLACK, "no_health_data"), (INVALID, "malformed"))]
+        for view in (IdleView(), *samples):
+            display.show(render(view, display.size, display.mode, cfg.site.language))
+            time.sleep(pause)
+    finally:
+        display.close()
+    return f"{cfg.display.type}: idle, green, black and invalid screens shown"
+
+
+def _pins(cfg, pause: float) -> str:
+    from kiosk.app import build_gpio
+
+    parts = build_gpio(cfg)
+    done = []
+    try:
+        if parts.indicator is not None:
+            for colour in ("green", "red", "amber"):
+                parts.indicator.flash(colour, pause)
+                time.sleep(pause)
+            done.append("LED green/red/amber")
+        if parts.buzzer is not None:
+            for on, off, n in ((0.1, 0.1, 1), (0.5, 0.2, 2), (0.1, 0.1, 3)):
+                parts.buzzer.beep(on, off, n)
+                time.sleep(n * (on + off) + pause)
+            done.append("buzzer 1 short, 2 long, 3 short")
+        if parts.relay is not None:
+            parts.relay.pulse(cfg.gpio.relay_seconds)
+            time.sleep(cfg.gpio.relay_seconds)
+            done.append(f"relay pulsed {cfg.gpio.relay_seconds} s")
+    finally:
+        for part in (parts.indicator, parts.buzzer, parts.relay, parts.button):
+            if part is not None:
+                part.close()
+    return ", ".join(done) or "no pins configured"
+
+
+def _mqtt(cfg) -> str:
+    if not cfg.mqtt.enabled:
+        return "MQTT disabled"
+    from kiosk.mqtt_probe import round_trip
+
+    return round_trip(cfg, timeout=5.0)
+
+
+def run(args) -> int:
+    cfg = load_config(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    steps = [("camera", lambda: _camera(cfg, out)), ("display", lambda: _display(cfg, args.pause)),
+             ("pins", lambda: _pins(cfg, args.pause)), ("mqtt", lambda: _mqtt(cfg))]
+    failed = 0
+    for name, step in steps:
+        try:
+            detail, ok = step(), True
+        except KioskError as exc:
+            detail, ok = str(exc), False
+        except Exception as exc:  # report and go on to the next part
+            detail, ok = f"{type(exc).__name__}: {exc}", False
+        failed += not ok
+        emit({"step": name, "ok": ok, "detail": detail})
+    return 1 if failed else 0

@@ -1,0 +1,260 @@
+"""Shared fixtures: a real Mosquitto on 127.0.0.1 (free port, persistence in tmp_path) and journal helpers."""
+from __future__ import annotations
+
+import json
+import queue
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+BROKER_START_TIMEOUT = 10.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05, what: str = "condition") -> None:
+    """Poll a state owned by another process or thread (a database, a socket) until true, bounded by timeout."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Broker:
+    """One mosquitto process; restart() keeps its port and persistence folder."""
+
+    def __init__(self, folder: Path, *, persistence: bool = True, autosave_interval: int = 1,
+                 extra: tuple[str, ...] = ("allow_anonymous true",)):
+        self.folder = folder
+        self.port = free_port()
+        self.persistence = persistence
+        self.autosave_interval = autosave_interval
+        self.proc: subprocess.Popen | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+        self.conf = folder / "mosquitto.conf"
+        self.conf.write_text("\n".join([
+            f"listener {self.port} 127.0.0.1",
+            *extra,
+            f"persistence {'true' if persistence else 'false'}",
+            f"persistence_location {folder}/",
+            f"autosave_interval {autosave_interval}",
+            "max_queued_messages 1000000",
+            "max_inflight_messages 1000",
+            "set_tcp_nodelay true",
+            f"log_dest file {folder}/mosquitto.log",
+            "log_type error", "log_type warning", "log_type notice", "",
+        ]))
+
+    def start(self) -> "Broker":
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + BROKER_START_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                log = (self.folder / "mosquitto.log")
+                raise RuntimeError(f"mosquitto exited: {log.read_text() if log.exists() else ''}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mosquitto did not accept connections")
+                time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL: no autosave, no clean shutdown."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def restart(self) -> "Broker":
+        self.stop()
+        return self.start()
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto)")
+    made: list[Broker] = []
+
+    def make(name: str = "broker", **kw) -> Broker:
+        b = Broker(tmp_path / name, **kw)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.kill()
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    return broker_factory().start()
+
+
+# ---------------------------------------------------------------- configuration and journal helpers
+def kiosk_config(tmp_path: Path, port: int, *, device: str = "d1", site: str = "s1", **mqtt):
+    from kiosk import config
+
+    values = {"enabled": True, "host": "127.0.0.1", "port": port, "reconnect_min_seconds": 0.1,
+              "reconnect_max_seconds": 1.0, "keepalive": 5, **mqtt}
+    return config.load(None, data={"site": {"id": site, "device": device}, "mqtt": values,
+                                   "journal": {"path": str(tmp_path / f"journal-{device}.sqlite")}})
+
+
+def fill_journal(path: str | Path, n: int, *, site: str = "s1", device: str = "d1",
+                 start: datetime | None = None) -> list[str]:
+    """n check-ins in the journal's own schema, in one transaction (fast backlogs); their ids in seq order."""
+    from kiosk.journal import Journal
+
+    Journal(path, site=site, device=device).close()  # creates the schema
+    start = start or datetime.now(timezone.utc) - timedelta(days=7)
+    step = timedelta(days=7) / max(n, 1)
+    rows, ids = [], []
+    for i in range(n):
+        at = start + step * i
+        event_id = uuid.uuid4().hex
+        ids.append(event_id)
+        rows.append((event_id, at.isoformat(), at.timestamp(), 1, site, device, "in", "trace", "personal_qr",
+                     "green", "valid", '{"name": "N*** V** A"}', f"ref{i}", 0, 1.0))
+    db = sqlite3.connect(str(path), timeout=30)
+    with db:
+        db.executemany("INSERT INTO checkins (id, ts, ts_epoch, clock_synced, site, device, direction, mode, "
+                       "kind, verdict, reason, subject, subject_ref, override, latency_ms) "
+                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+    db.close()
+    return ids
+
+
+def journal_states(path: str | Path) -> dict[str, int]:
+    db = sqlite3.connect(str(path), timeout=30)
+    try:
+        return dict(db.execute("SELECT up_state, COUNT(*) FROM checkins GROUP BY up_state").fetchall())
+    finally:
+        db.close()
+
+
+def journal_ids(path: str | Path) -> list[str]:
+    db = sqlite3.connect(str(path), timeout=30)
+    try:
+        return [r[0] for r in db.execute("SELECT id FROM checkins ORDER BY seq")]
+    finally:
+        db.close()
+
+
+@contextmanager
+def running_collector(cfg, db_path: Path, **kw):
+    """A Collector consuming on a background thread until the block ends."""
+    from kiosk.collector import Collector
+
+    collector = Collector(cfg, db_path, **kw)
+    collector.connect()
+    stop = threading.Event()
+    thread = threading.Thread(target=collector.run, kwargs={"should_stop": stop.is_set}, daemon=True)
+    thread.start()
+    try:
+        yield collector
+    finally:
+        stop.set()
+        thread.join(10)
+        collector.close()
+
+
+def collected_ids(db_path: Path) -> list[str]:
+    db = sqlite3.connect(str(db_path), timeout=30)
+    try:
+        return [r[0] for r in db.execute("SELECT id FROM events")]
+    finally:
+        db.close()
+
+
+def assert_exactly_once(db_path: Path, journal_path: Path) -> None:
+    """The collector holds every journaled event id exactly once, and nothing else."""
+    got = collected_ids(db_path)
+    assert len(got) == len(set(got))
+    assert sorted(got) == sorted(journal_ids(journal_path))
+
+
+class Watcher:
+    """A plain MQTT subscriber for assertions: every message lands on one queue as (topic, json|bytes, retain)."""
+
+    def __init__(self, port: int, *topics: str):
+        import paho.mqtt.client as mqtt
+
+        self.messages: queue.Queue = queue.Queue()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watcher-{uuid.uuid4().hex[:6]}")
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
+        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, _decode(m.payload), m.retain))
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "watcher could not subscribe"
+
+    def publish(self, topic: str, payload) -> None:
+        data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
+        self.client.publish(topic, data, qos=1).wait_for_publish(10)
+
+    def next(self, topic: str, timeout: float = 10.0, where: Callable[[object], bool] = lambda body: True):
+        """The next message on `topic` whose body satisfies `where` (others on that topic are skipped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"no matching message on {topic} within {timeout:.0f} s")
+            try:
+                got_topic, body, retain = self.messages.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if got_topic == topic and where(body):
+                return body
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _decode(payload: bytes):
+    try:
+        return json.loads(payload)
+    except ValueError:
+        return bytes(payload)
+
+
+@pytest.fixture
+def watcher_factory():
+    made: list[Watcher] = []
+
+    def make(port: int, *topics: str) -> Watcher:
+        w = Watcher(port, *topics)
+        made.append(w)
+        return w
+
+    yield make
+    for w in made:
+        w.close()

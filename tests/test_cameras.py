@@ -1,0 +1,325 @@
+"""Cameras: replay over real files (images and a video written here with OpenCV), picamera2 against a
+stand-in module at the import seam (picamera2 only installs on a Pi), V4L2 failure paths."""
+from __future__ import annotations
+
+import io
+import sys
+import types
+
+import cv2
+import numpy as np
+import pytest
+import segno
+from PIL import Image
+
+from drivers import camera_picamera2, camera_replay, camera_v4l2
+from drivers.camera_picamera2 import Picamera2Camera
+from drivers.camera_replay import ReplayCamera
+from drivers.camera_v4l2 import V4l2Camera
+from drivers.decoder_zxing import ZxingDecoder
+from kiosk import config
+from kiosk.errors import DeviceError
+
+
+def qr(text: str, size: tuple[int, int] = (320, 240)) -> np.ndarray:
+    """A grey frame of `size` (w, h) with the code in the middle."""
+    buf = io.BytesIO()
+    segno.make_qr(text).save(buf, kind="png", scale=4, border=4)
+    code = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("L"))
+    frame = np.full((size[1], size[0]), 200, np.uint8)
+    y, x = (size[1] - code.shape[0]) // 2, (size[0] - code.shape[1]) // 2
+    frame[y:y + code.shape[0], x:x + code.shape[1]] = code
+    return frame
+
+
+# ---------------------------------------------------------------- replay: folder of images
+@pytest.fixture
+def folder(tmp_path):
+    for name, value in (("b.jpg", 20), ("a.png", 10), ("d.bmp", 40), ("c.webp", 30)):
+        Image.fromarray(np.full((48, 64), value, np.uint8)).save(tmp_path / name)
+    (tmp_path / "bb.png").write_bytes(b"not a png at all")
+    (tmp_path / "notes.txt").write_text("not an image, not counted")
+    return tmp_path
+
+
+def drain(camera) -> list[np.ndarray]:
+    frames = []
+    while (frame := camera.read()) is not None:
+        frames.append(frame)
+        assert len(frames) < 100, "replay did not end"
+    return frames
+
+
+def test_replay_folder_in_name_order_skipping_unreadable_files(folder):
+    camera = ReplayCamera(folder)
+    camera.start()
+    names = []
+    frames = []
+    while (frame := camera.read()) is not None:
+        frames.append(frame)
+        names.append(camera.name)
+    assert names == ["a.png", "b.jpg", "c.webp", "d.bmp"]
+    assert [int(np.median(f)) for f in frames] == pytest.approx([10, 20, 30, 40], abs=2)
+    assert all(f.dtype == np.uint8 and f.shape == (48, 64) for f in frames)
+    assert camera.skipped == 1  # bb.png
+    assert camera.read() is None  # stays at the end
+
+
+def test_replay_loop_starts_again(folder):
+    camera = ReplayCamera(folder, loop=True)
+    camera.start()
+    names = [camera.read() is not None and camera.name for _ in range(9)]
+    assert names == ["a.png", "b.jpg", "c.webp", "d.bmp"] * 2 + ["a.png"]
+    assert camera.skipped == 2  # once per pass
+
+
+def test_replay_loop_over_only_bad_files_ends(tmp_path):
+    (tmp_path / "x.jpg").write_bytes(b"\xff\xd8 truncated")
+    camera = ReplayCamera(tmp_path, loop=True)
+    camera.start()
+    assert camera.read() is None
+    assert camera.skipped == 1
+
+
+def test_replay_missing_or_empty_path_is_a_device_error(tmp_path):
+    with pytest.raises(DeviceError, match="does not exist"):
+        ReplayCamera(tmp_path / "nope").start()
+    with pytest.raises(DeviceError, match="no .png"):
+        ReplayCamera(tmp_path).start()
+
+
+def test_replay_from_config_reads_the_demo_scenes_in_order():
+    cfg = config.load(data={"camera": {"type": "replay"}}, overrides=[
+        f"camera.path={config.REPO_ROOT / 'kiosk' / 'data' / 'scenes'}"])
+    camera = camera_replay.create(cfg)
+    camera.start()
+    names = []
+    while camera.read() is not None:
+        names.append(camera.name)
+    assert names == sorted(names) and len(names) >= 9 and camera.skipped == 0
+
+
+# ---------------------------------------------------------------- replay: video
+@pytest.fixture
+def video(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    assert writer.isOpened()
+    for n in range(5):
+        writer.write(cv2.cvtColor(qr(f"FRAME {n}"), cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def test_replay_video_frames_are_grey_and_decodable(video):
+    camera = ReplayCamera(video)
+    camera.start()
+    frames = drain(camera)
+    camera.close()
+    assert len(frames) == 5
+    assert all(f.ndim == 2 and f.dtype == np.uint8 and f.shape == (240, 320) for f in frames)
+    decoder = ZxingDecoder()
+    assert [decoder.decode(f) for f in frames] == [[f"FRAME {n}"] for n in range(5)]
+
+
+def test_replay_video_loop_and_names(video):
+    camera = ReplayCamera(video, loop=True)
+    camera.start()
+    names = [camera.read() is not None and camera.name for _ in range(7)]
+    camera.close()
+    assert names == [f"clip.avi#{n}" for n in (0, 1, 2, 3, 4, 0, 1)]
+
+
+def test_replay_unreadable_video_is_a_device_error(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(DeviceError, match="cannot open"):
+        ReplayCamera(bad).start()
+
+
+# ---------------------------------------------------------------- picamera2 stand-in
+class StandInPicamera2:
+    """Mimics the picamera2 calls the adapter makes. YUV420 arrives as (height * 3/2, stride) uint8."""
+
+    instances: list["StandInPicamera2"] = []
+    fail_open: Exception | None = None
+    fail_capture: Exception | None = None
+    has_autofocus = True
+    stride_pad = 64
+    y_plane: np.ndarray | None = None
+
+    def __init__(self, camera_num: int = 0):
+        if StandInPicamera2.fail_open is not None:
+            raise StandInPicamera2.fail_open
+        self.camera_controls = {"ExposureTime": (100, 1000000, 20000), "FrameRate": (1.0, 120.0, 30.0)}
+        if StandInPicamera2.has_autofocus:
+            self.camera_controls["AfMode"] = (0, 2, 0)
+        self.config = None
+        self.started = self.stopped = self.closed = False
+        StandInPicamera2.instances.append(self)
+
+    def create_video_configuration(self, main=None, lores=None, raw=None, controls=None, **kwargs):
+        return {"use_case": "video", "main": dict(main or {}), "controls": dict(controls or {})}
+
+    def configure(self, config):
+        self.config = config
+
+    def start(self):
+        assert self.config is not None, "picamera2 must be configured before start()"
+        self.started = True
+
+    def capture_array(self, name="main"):
+        assert self.started and name == "main"
+        if StandInPicamera2.fail_capture is not None:
+            raise StandInPicamera2.fail_capture
+        w, h = self.config["main"]["size"]
+        yuv = np.full((h * 3 // 2, w + self.stride_pad), 128, np.uint8)  # chroma and padding: mid-grey
+        yuv[:h, :w] = self.y_plane
+        return yuv
+
+    def stop(self):
+        self.stopped = True
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def picam(monkeypatch):
+    StandInPicamera2.instances = []
+    StandInPicamera2.fail_open = StandInPicamera2.fail_capture = None
+    StandInPicamera2.has_autofocus = True
+    StandInPicamera2.y_plane = qr("PICAMERA2 Y PLANE", (640, 480))
+    picamera2 = types.ModuleType("picamera2")
+    picamera2.Picamera2 = StandInPicamera2
+    libcamera = types.ModuleType("libcamera")
+    libcamera.controls = types.SimpleNamespace(AfModeEnum=types.SimpleNamespace(Continuous="AfModeContinuous"))
+    monkeypatch.setitem(sys.modules, "picamera2", picamera2)
+    monkeypatch.setitem(sys.modules, "libcamera", libcamera)
+    return StandInPicamera2
+
+
+def test_picamera2_configures_yuv420_and_returns_the_y_plane(picam):
+    cfg = config.load(data={"camera": {"type": "picamera2", "fps": 25.0, "exposure_us": 10000}})
+    camera = camera_picamera2.create(cfg)
+    camera.start()
+    frame = camera.read()
+    cam = picam.instances[-1]
+    assert cam.config["main"] == {"size": (640, 480), "format": "YUV420"}
+    assert cam.config["controls"] == {"FrameRate": 25.0, "ExposureTime": 10000, "AfMode": "AfModeContinuous"}
+    assert frame.shape == (480, 640) and frame.dtype == np.uint8 and frame.flags["C_CONTIGUOUS"]
+    assert np.array_equal(frame, picam.y_plane)  # no chroma rows, no stride padding
+    assert ZxingDecoder().decode(frame) == ["PICAMERA2 Y PLANE"]
+    camera.close()
+    assert cam.stopped and cam.closed
+
+
+def test_picamera2_without_autofocus_or_fixed_exposure(picam):
+    picam.has_autofocus = False
+    camera = Picamera2Camera(640, 480, 30.0, autofocus=True, exposure_us=0)
+    camera.start()
+    assert picam.instances[-1].config["controls"] == {"FrameRate": 30.0}
+
+
+def test_picamera2_missing_camera_names_the_fix(picam):
+    picam.fail_open = IndexError("list index out of range")  # what Picamera2() raises with no camera
+    with pytest.raises(DeviceError, match="ribbon cable.*rpicam-hello --list-cameras.*video"):
+        Picamera2Camera().start()
+
+
+def test_picamera2_capture_failure_then_restart(picam):
+    camera = Picamera2Camera()
+    camera.start()
+    picam.fail_capture = RuntimeError("Camera frontend has timed out!")
+    with pytest.raises(DeviceError, match="capture failed"):
+        camera.read()
+    first = picam.instances[-1]
+    picam.fail_capture = None
+    camera.start()  # what the pipeline does after its backoff
+    assert first.closed and picam.instances[-1] is not first
+    assert camera.read().shape == (480, 640)
+
+
+def test_picamera2_read_before_start_and_missing_module(monkeypatch):
+    with pytest.raises(DeviceError, match="not started"):
+        Picamera2Camera().read()
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    with pytest.raises(DeviceError, match="apt install python3-picamera2"):
+        Picamera2Camera().start()
+
+
+# ---------------------------------------------------------------- v4l2
+def test_v4l2_absent_device_with_real_opencv():
+    with pytest.raises(DeviceError, match="/dev/video63.*video"):
+        V4l2Camera(device=63).start()
+
+
+class StandInCapture:
+    """Mimics cv2.VideoCapture: `frames` frames, then read() fails as an unplugged webcam does."""
+
+    opened: list["StandInCapture"] = []
+    available = True
+    frames = 2
+
+    def __init__(self, index, backend):
+        self.index, self.backend, self.props = index, backend, {}
+        self.left = StandInCapture.frames
+        self.released = False
+        StandInCapture.opened.append(self)
+
+    def isOpened(self):
+        return StandInCapture.available
+
+    def set(self, prop, value):
+        self.props[prop] = value
+        return True
+
+    def read(self):
+        if self.left <= 0:
+            return False, None
+        self.left -= 1
+        return True, np.full((480, 640, 3), (10, 100, 200), np.uint8)
+
+    def release(self):
+        self.released = True
+
+
+@pytest.fixture
+def fake_cv2(monkeypatch):
+    StandInCapture.opened, StandInCapture.available, StandInCapture.frames = [], True, 2
+    stand_in = types.SimpleNamespace(
+        VideoCapture=StandInCapture, CAP_V4L2=cv2.CAP_V4L2, CAP_PROP_FRAME_WIDTH=cv2.CAP_PROP_FRAME_WIDTH,
+        CAP_PROP_FRAME_HEIGHT=cv2.CAP_PROP_FRAME_HEIGHT, CAP_PROP_FPS=cv2.CAP_PROP_FPS,
+        COLOR_BGR2GRAY=cv2.COLOR_BGR2GRAY, cvtColor=cv2.cvtColor)
+    monkeypatch.setitem(sys.modules, "cv2", stand_in)
+    return StandInCapture
+
+
+def test_v4l2_unplugged_mid_run_then_reopened(fake_cv2):
+    cfg = config.load(data={"camera": {"type": "v4l2", "device": 2, "width": 640, "height": 480, "fps": 15.0}})
+    camera = camera_v4l2.create(cfg)
+    camera.start()
+    first = fake_cv2.opened[-1]
+    assert (first.index, first.backend) == (2, cv2.CAP_V4L2)
+    assert first.props == {cv2.CAP_PROP_FRAME_WIDTH: 640, cv2.CAP_PROP_FRAME_HEIGHT: 480, cv2.CAP_PROP_FPS: 15.0}
+    frame = camera.read()
+    assert frame.shape == (480, 640) and frame.dtype == np.uint8
+    assert int(frame[0, 0]) == cv2.cvtColor(np.array([[[10, 100, 200]]], np.uint8), cv2.COLOR_BGR2GRAY)[0, 0]
+    camera.read()
+    with pytest.raises(DeviceError, match="unplugged"):
+        camera.read()
+    camera.start()  # re-open after the pipeline's backoff
+    assert first.released and fake_cv2.opened[-1] is not first
+    assert camera.read() is not None
+    camera.close()
+    assert fake_cv2.opened[-1].released
+
+
+def test_v4l2_device_that_will_not_open(fake_cv2):
+    fake_cv2.available = False
+    camera = V4l2Camera(device=0)
+    with pytest.raises(DeviceError, match="cannot open /dev/video0"):
+        camera.start()
+    assert fake_cv2.opened[-1].released
+    with pytest.raises(DeviceError, match="not open"):
+        camera.read()

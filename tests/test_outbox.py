@@ -1,0 +1,93 @@
+"""Outbox state machine on a real journal file: forward-only states, resend selection, bound and policies."""
+import pytest
+
+from conftest import fill_journal, journal_states
+from kiosk.outbox import Outbox
+
+
+@pytest.fixture
+def journal(tmp_path):
+    path = tmp_path / "journal.sqlite"
+    return path, fill_journal(path, 10)
+
+
+def test_next_batch_is_pending_in_seq_order_after_cursor(journal):
+    path, ids = journal
+    box = Outbox(path)
+    assert [r["id"] for r in box.next_batch(4)] == ids[:4]
+    assert [r["id"] for r in box.next_batch(3, after_seq=4)] == ids[4:7]
+    assert box.next_batch(0) == []
+
+
+def test_states_only_move_forward(journal):
+    path, ids = journal
+    box = Outbox(path)
+    assert box.mark_published(ids[:3]) == 3
+    assert box.confirm(ids[:2]) == 2
+    # a late PUBACK (re-send of a confirmed event) must not move it back to published
+    assert box.mark_published(ids[:2]) == 0
+    # confirming a pending row whose PUBACK was lost is allowed: the consumer has it
+    assert box.confirm([ids[5]]) == 1
+    assert journal_states(path) == {"confirmed": 3, "published": 1, "pending": 6}
+    status = box.status()
+    assert status["pending"] == 6 and status["published_unconfirmed"] == 1 and status["confirmed"] == 3
+    assert status["last_ack_at"] is not None and status["last_puback_at"] is not None
+    assert status["oldest_pending_age_s"] > 4 * 86400  # the 4th of 10 events spread over the last week
+
+
+def test_published_unconfirmed_are_resent_after_the_resend_time(journal):
+    path, ids = journal
+    now = [1000.0]
+    box = Outbox(path, clock=lambda: now[0])
+    box.mark_published(ids)
+    assert box.next_batch(10, resend_before_epoch=now[0] - 300) == []   # too recent
+    now[0] += 301
+    assert [r["id"] for r in box.next_batch(10, resend_before_epoch=now[0] - 300)] == ids
+    box.mark_published(ids[:4])  # re-sent and PUBACKed again: the resend timer restarts for those
+    assert [r["id"] for r in box.next_batch(10, resend_before_epoch=now[0] - 300)] == ids[4:]
+    assert [r["up_attempts"] for r in box.next_batch(10, resend_before_epoch=now[0] + 1)][:5] == [2, 2, 2, 2, 1]
+
+
+def test_watermark_confirms_published_rows_up_to_seq(journal):
+    path, ids = journal
+    box = Outbox(path)
+    box.mark_published(ids[:8])
+    assert box.confirm_upto(5) == 5
+    assert journal_states(path) == {"confirmed": 5, "published": 3, "pending": 2}
+
+
+def test_final_on_puback_when_no_consumer_confirms(journal):
+    path, ids = journal
+    box = Outbox(path, final_on_puback=True)
+    box.mark_published(ids[:3])
+    assert journal_states(path) == {"confirmed": 3, "pending": 7}
+
+
+def test_drop_oldest_when_full(tmp_path):
+    path = tmp_path / "j.sqlite"
+    ids = fill_journal(path, 150)
+    box = Outbox(path, max_rows=100, full_policy="drop_oldest")
+    assert box.enforce_limit() == 50
+    assert box.full and box.dropped_now == 50
+    assert [r["id"] for r in box.next_batch(1)] == [ids[50]]
+    assert box.status()["dropped"] == 50
+    assert box.confirm(ids[:1]) == 0  # dropped stays dropped
+
+
+def test_drop_newest_when_full(tmp_path):
+    path = tmp_path / "j.sqlite"
+    ids = fill_journal(path, 120)
+    box = Outbox(path, max_rows=100, full_policy="drop_newest")
+    assert box.enforce_limit() == 20
+    assert [r["id"] for r in box.next_batch(200)] == ids[:100]
+
+
+def test_below_the_bound_nothing_is_dropped(journal):
+    path, _ = journal
+    box = Outbox(path, max_rows=100)
+    assert box.enforce_limit() == 0 and not box.full
+
+
+def test_unknown_policy_is_rejected(journal):
+    with pytest.raises(ValueError):
+        Outbox(journal[0], full_policy="drop_everything")

@@ -1,0 +1,206 @@
+"""Uplink against a real Mosquitto: events, acks, downlink commands, alarms and connection errors."""
+from datetime import datetime, timezone
+
+import pytest
+
+from conftest import fill_journal, free_port, journal_states, kiosk_config, wait_for
+from kiosk.errors import DataError
+from kiosk.journal import Journal
+from kiosk.model import GREEN, Decision
+from kiosk.uplink import Uplink, backoff_delay, parse_ack
+
+PREFIX = "kiosk/s1/d1"
+
+
+@pytest.fixture
+def make_uplink():
+    made = []
+
+    def make(cfg, **kw):
+        up = Uplink(cfg, cfg.journal.path, **kw)
+        made.append(up)
+        up.start()
+        return up
+
+    yield make
+    for up in made:
+        up.stop()
+
+
+def online(up):
+    return up.state["state"] == "online"
+
+
+def test_journaled_checkins_are_published_once_and_final_on_puback(tmp_path, broker, watcher_factory, make_uplink):
+    cfg = kiosk_config(tmp_path, broker.port, confirm=False)
+    watcher = watcher_factory(broker.port, f"{PREFIX}/checkin")
+    journal = Journal(cfg.journal.path, site="s1", device="d1")
+    up = make_uplink(cfg)
+    sent = []
+    for i in range(5):
+        sent.append(journal.append(Decision(kind="personal_qr", verdict=GREEN, reason="valid",
+                                            subject={"name": "N*** A"}, subject_ref=f"r{i}",
+                                            at=datetime.now(timezone.utc))))
+        up.notify()
+    received = [watcher.next(f"{PREFIX}/checkin") for _ in sent]
+    assert [e["id"] for e in received] == [e["id"] for e in sent]  # in seq order
+    assert received[0]["v"] == 1 and received[0]["subject"] == {"name": "N*** A"} and received[0]["seq"] == 1
+    assert up.wait_drained(10)
+    wait_for(lambda: journal_states(cfg.journal.path) == {"confirmed": 5}, 10, what="PUBACK to be final")
+    journal.close()
+
+
+def test_consumer_watermark_confirms(tmp_path, broker, watcher_factory, make_uplink):
+    cfg = kiosk_config(tmp_path, broker.port)
+    ids = fill_journal(cfg.journal.path, 6)
+    watcher = watcher_factory(broker.port, f"{PREFIX}/checkin")
+    up = make_uplink(cfg)
+    assert up.wait_drained(10)
+    wait_for(lambda: journal_states(cfg.journal.path) == {"published": 6}, 10, what="PUBACKs")
+    watcher.publish(f"{PREFIX}/ack", {"upto_seq": 4})
+    wait_for(lambda: journal_states(cfg.journal.path) == {"confirmed": 4, "published": 2}, 10, what="watermark")
+    watcher.publish(f"{PREFIX}/ack", {"ids": ids[4:]})
+    wait_for(lambda: journal_states(cfg.journal.path) == {"confirmed": 6}, 10, what="id ack")
+    assert up.status()["outbox"]["last_ack_at"] is not None
+
+
+class RosterHandler:
+    """Validates completely, then applies: the shape of the app's handlers."""
+
+    def __init__(self):
+        self.version, self.entries, self.calls = 0, [], 0
+
+    def __call__(self, payload):
+        self.calls += 1
+        entries = payload.get("entries")
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
+            raise DataError("roster: 'entries' must be a list of rows with an id")
+        self.version, self.entries = payload["version"], entries
+        return {"count": len(entries), "version": self.version}
+
+
+def run_commands_until(up, handlers, watcher, topic, timeout=10.0):
+    """The app's main loop in miniature: run queued commands until the result on `topic` arrives."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        up.run_pending_commands(handlers)
+        try:
+            return watcher.next(topic, timeout=0.05)
+        except AssertionError:
+            continue
+    raise AssertionError(f"no result on {topic}")
+
+
+def test_roster_command_takes_effect_on_the_app_thread(tmp_path, broker, watcher_factory, make_uplink):
+    cfg = kiosk_config(tmp_path, broker.port)
+    fill_journal(cfg.journal.path, 1)
+    watcher = watcher_factory(broker.port, f"{PREFIX}/cmd/+/result")
+    up = make_uplink(cfg)
+    wait_for(lambda: online(up), 10, what="online")
+    roster = RosterHandler()
+    watcher.publish(f"{PREFIX}/cmd/roster", {"id": "c-1", "version": 7, "entries": [{"id": "x1"}, {"id": "x2"}]})
+    result = run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/roster/result")
+    assert result == {"v": 1, "ok": True, "error": None, "result": {"count": 2, "version": 7}, "id": "c-1"}
+    assert roster.version == 7 and len(roster.entries) == 2
+
+
+@pytest.mark.parametrize("name, payload, error", [
+    ("roster", b"\xff not json", "malformed"),
+    ("roster", b"[1, 2]", "malformed"),
+    ("roster", b'{"version": 8, "entries": "everyone"}', "entries"),
+    ("reboot", b"{}", "unknown command"),
+])
+def test_bad_commands_are_rejected_and_change_nothing(tmp_path, broker, watcher_factory, make_uplink,
+                                                      name, payload, error):
+    cfg = kiosk_config(tmp_path, broker.port)
+    fill_journal(cfg.journal.path, 1)
+    watcher = watcher_factory(broker.port, f"{PREFIX}/cmd/+/result")
+    up = make_uplink(cfg)
+    wait_for(lambda: online(up), 10, what="online")
+    roster = RosterHandler()
+    watcher.publish(f"{PREFIX}/cmd/{name}", payload)
+    result = run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/{name}/result")
+    assert result["ok"] is False and error in result["error"]
+    assert roster.version == 0 and roster.entries == []
+    assert up.counters["commands_rejected"] == 1
+
+
+def test_only_own_and_site_wide_commands_are_received(tmp_path, broker, watcher_factory, make_uplink):
+    cfg = kiosk_config(tmp_path, broker.port)
+    fill_journal(cfg.journal.path, 1)
+    watcher = watcher_factory(broker.port, f"{PREFIX}/cmd/+/result")
+    up = make_uplink(cfg)
+    wait_for(lambda: online(up), 10, what="online")
+    roster = RosterHandler()
+    watcher.publish("kiosk/s1/d2/cmd/roster", {"version": 9, "entries": [{"id": "other"}]})
+    watcher.publish("kiosk/s2/all/cmd/roster", {"version": 9, "entries": [{"id": "other site"}]})
+    watcher.publish("kiosk/s1/all/cmd/ping", {"id": 42})   # site-wide: received, after the two above
+    result = run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/ping/result")
+    assert result["ok"] and result["id"] == 42 and result["result"]["pong"] is True
+    assert roster.calls == 0 and up.counters["commands"] == 1
+
+
+def test_telemetry_carries_app_counters_and_outbox_depth(tmp_path, broker, watcher_factory, make_uplink):
+    cfg = kiosk_config(tmp_path, broker.port, telemetry_seconds=1)
+    fill_journal(cfg.journal.path, 3)
+    watcher = watcher_factory(broker.port, f"{PREFIX}/telemetry", f"{PREFIX}/status")
+    up = make_uplink(cfg, telemetry_source=lambda: {"frames": 12, "decode_rate_fps": 29.5})
+    status = watcher.next(f"{PREFIX}/status", where=lambda b: b["state"] == "online")
+    assert status["version"] and status["since"]
+    body = watcher.next(f"{PREFIX}/telemetry", where=lambda b: b["outbox"]["pending"] == 0)
+    assert body["frames"] == 12 and body["outbox"]["published_unconfirmed"] == 3
+    assert body["uplink"]["uptime_s"] >= 0 and "last_error" in body["uplink"]
+    assert up.alarms() == []
+
+
+def test_outbox_bound_drops_oldest_and_raises_the_alarm_while_offline(tmp_path, make_uplink):
+    cfg = kiosk_config(tmp_path, free_port(), outbox_max_rows=100)   # nothing listens there
+    ids = fill_journal(cfg.journal.path, 150)
+    up = make_uplink(cfg)
+    wait_for(lambda: "outbox_full" in up.alarms(), 10, what="outbox alarm")
+    assert "mqtt_offline" in up.alarms()
+    assert "connection refused" in up.state["last_error"]
+    status = up.status()
+    assert status["outbox"]["dropped"] == 50 and status["outbox"]["pending"] == 100 and status["dropped"] == 50
+    assert up.status()["outbox"]["oldest_pending_ts"] is not None
+    assert len(ids) == 150
+
+
+def test_refused_credentials_are_visible_and_nothing_is_lost(tmp_path, broker_factory, make_uplink):
+    import subprocess
+
+    folder = tmp_path / "auth"
+    folder.mkdir()
+    subprocess.run(["mosquitto_passwd", "-b", "-c", str(folder / "passwd"), "kiosk-s1-d1", "right"], check=True)
+    broker = broker_factory("auth", extra=("allow_anonymous false", f"password_file {folder / 'passwd'}")).start()
+    cfg = kiosk_config(tmp_path, broker.port, username="kiosk-s1-d1", password="wrong")
+    fill_journal(cfg.journal.path, 3)
+    up = make_uplink(cfg)
+    wait_for(lambda: up.state["last_error"] is not None, 10, what="refusal")
+    assert "refused" in up.state["last_error"] and up.state["state"] == "offline"
+    assert journal_states(cfg.journal.path) == {"pending": 3}
+
+
+def test_tls_against_a_plain_listener_fails_visibly(tmp_path, broker, make_uplink):
+    cfg = kiosk_config(tmp_path, broker.port, tls=True)
+    fill_journal(cfg.journal.path, 2)
+    up = make_uplink(cfg)
+    wait_for(lambda: up.state["last_error"] is not None, 15, what="TLS error")
+    assert "TLS" in up.state["last_error"] or "CONNACK" in up.state["last_error"]
+    assert up.wait_drained(0.2) is False
+    assert journal_states(cfg.journal.path) == {"pending": 2}
+
+
+def test_backoff_grows_exponentially_with_jitter_and_is_capped():
+    assert backoff_delay(1, 1, 120, rand=lambda: 1.0) == 1
+    assert backoff_delay(4, 1, 120, rand=lambda: 1.0) == 8
+    assert backoff_delay(4, 1, 120, rand=lambda: 0.0) == 4
+    assert backoff_delay(50, 1, 120, rand=lambda: 1.0) == 120
+
+
+def test_parse_ack_ignores_garbage():
+    assert parse_ack(b'{"ids": ["a", 3, ""], "upto_seq": 5}') == (["a"], 5)
+    assert parse_ack(b"not json") == ([], None)
+    assert parse_ack(b'{"upto_seq": true}') == ([], None)
