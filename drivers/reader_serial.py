@@ -1,7 +1,9 @@
 """Serial / USB-CDC QR readers through pyserial (`/dev/ttyACM0`, `/dev/ttyUSB0`, RS-232).
 
 Framing: a read ends at CR, LF or CRLF (set the reader's suffix to CR). Chunks are assembled until the
-terminator; empty lines (the LF of a CRLF split across chunks) are skipped.
+terminator; empty lines (the LF of a CRLF split across chunks) are skipped. A reader configured without a
+suffix still works: a pause of `IDLE_GAP_S` after the last byte ends the read, so two codes never merge
+and the remains of a read cut off by a glitch do not end up in front of the next code.
 
 Decisions:
 - Length: a line is kept up to `max_length + 1` bytes and the rest is discarded up to its terminator, so
@@ -22,14 +24,17 @@ from kiosk.errors import DeviceError
 log = logging.getLogger(__name__)
 
 TERMINATORS = b"\r\n"
+IDLE_GAP_S = 0.3  # a code arrives in one burst; a pause this long ends a read that has no terminator
 
 
 class SerialReader:
-    def __init__(self, port: str, baudrate: int = 9600, max_length: int = 4096,
+    def __init__(self, port: str, baudrate: int = 9600, max_length: int = 4096, idle_gap: float = IDLE_GAP_S,
                  monotonic: Callable[[], float] = time.monotonic):
         self.port = port
         self.baudrate = baudrate
         self.max_length = max_length
+        self.idle_gap = idle_gap
+        self._last_byte_at = 0.0
         self._monotonic = monotonic
         self._serial = None
         self._partial = bytearray()
@@ -57,13 +62,20 @@ class SerialReader:
         if self._serial is None:
             raise DeviceError(f"serial reader {self.port} is not open: {self._fix()}")
         deadline = self._monotonic() + timeout
-        while True:
-            remaining = max(0.0, deadline - self._monotonic())
-            self._feed(self._receive(remaining))
-            if self._lines:
-                return self._decode(self._lines.pop(0))
-            if remaining <= 0:
+        while not self._lines:
+            now = self._monotonic()
+            idle_end = self._last_byte_at + self.idle_gap
+            if (self._partial or self._discarding) and now >= idle_end:
+                self._end_line()  # no terminator came (reader without suffix, or cut off): the pause ends it
+                break
+            until = min(deadline, idle_end) if self._partial else deadline
+            data = self._receive(max(0.0, until - now))
+            if data:
+                self._last_byte_at = self._monotonic()
+                self._feed(data)
+            elif now >= deadline:
                 return None
+        return self._decode(self._lines.pop(0))
 
     def close(self) -> None:
         if self._serial is not None:
@@ -93,12 +105,15 @@ class SerialReader:
         for i, byte in enumerate(data):
             if byte in TERMINATORS:
                 self._append(data[start:i])
-                if self._partial:
-                    self._lines.append(bytes(self._partial))
-                self._partial.clear()
-                self._discarding = False
+                self._end_line()
                 start = i + 1
         self._append(data[start:])
+
+    def _end_line(self) -> None:
+        if self._partial:
+            self._lines.append(bytes(self._partial))
+        self._partial.clear()
+        self._discarding = False
 
     def _append(self, chunk: bytes) -> None:
         if self._discarding or not chunk:

@@ -115,6 +115,49 @@ def staleness(cfg: Config, roster, trust, clock) -> Callable[[], tuple[bool, boo
 
 
 # ---------------------------------------------------------------- the running kiosk
+_NO_FRAME = object()
+
+
+class DeviceGuard:
+    """Keeps a failing camera or reader from taking the kiosk down: report once, close, reopen with backoff."""
+
+    def __init__(self, name: str, device, retry_seconds: float, monotonic: Callable[[], float] = time.monotonic):
+        self.name = name
+        self.device = device
+        self.retry_seconds = retry_seconds
+        self.monotonic = monotonic
+        self.failed = False
+        self.failures = 0
+        self._down_until = 0.0
+
+    def call(self, read: Callable[[], Any], default: Any) -> Any:
+        """read() through the guard; `default` while the device is down or waiting to be retried."""
+        now = self.monotonic()
+        if now < self._down_until:
+            return default
+        try:
+            if self.failed:
+                self.device.start()
+            value = read()
+        except DeviceError as exc:
+            self.failures += 1
+            delay = min(self.retry_seconds * 2 ** min(self.failures - 1, 6), 300.0)
+            if not self.failed:
+                log.error("%s failed, retrying with backoff: %s", self.name, exc)
+            self.failed = True
+            self._down_until = now + delay
+            try:
+                self.device.close()
+            except Exception:
+                log.debug("closing the failed %s raised", self.name, exc_info=True)
+            return default
+        if self.failed:
+            log.warning("%s working again after %d failed attempt(s)", self.name, self.failures)
+            self.failed = False
+            self.failures = 0
+        return value
+
+
 @dataclass
 class RunResult:
     frames: int
@@ -164,11 +207,12 @@ class App:
         self._button_presses: queue.SimpleQueue[str] = queue.SimpleQueue()
         if gpio.button is not None:
             gpio.button.when_pressed = lambda: self._button_presses.put("pressed")  # gpiozero thread: queue only
-        self._camera_down_until = 0.0
-        self._camera_failures = 0
-        self._camera_failed = False
+        self._camera_guard = DeviceGuard("camera", self.camera, cfg.camera.retry_seconds)
+        self._reader_guard = DeviceGuard("reader", self.reader, cfg.camera.retry_seconds)
         self._last_purge = 0.0
         self._stop = False
+        # Replays only (demo): draw every result screen instead of skipping to the newest one.
+        self.wait_for_screens = False
 
     # -------------------------------------------------------------- downlink command handlers
     def command_handlers(self) -> dict[str, Callable[[dict], dict]]:
@@ -222,8 +266,10 @@ class App:
     # -------------------------------------------------------------- status
     def alarms(self) -> list[str]:
         out = []
-        if self._camera_failed:
+        if self._camera_guard.failed:
             out.append("camera_failed")
+        if self._reader_guard.failed:
+            out.append("reader_failed")
         if self.pipeline.journal_failing:
             out.append("journal_failed")
         roster_stale, trust_stale = self.pipeline.stale()
@@ -289,13 +335,7 @@ class App:
             more = self._read_camera()
         if self.reader is not None:
             more = True
-            try:
-                text = self.reader.read(0.0 if self.camera is not None else 0.1)
-            except DeviceError as exc:
-                log.error("reader failed: %s", exc)
-                text = None
-            if text is not None:
-                self.pipeline.handle_text(text)
+            self._read_reader()
         while not self._button_presses.empty():
             self._button_presses.get()
             self._on_button()
@@ -308,34 +348,21 @@ class App:
         return more
 
     def _read_camera(self) -> bool:
-        now = time.monotonic()
-        if now < self._camera_down_until:
+        started = time.perf_counter()
+        frame = self._camera_guard.call(self.camera.read, default=_NO_FRAME)
+        if frame is _NO_FRAME:
             return True
-        try:
-            if self._camera_failed:
-                self.camera.start()
-            started = time.perf_counter()
-            frame = self.camera.read()
-        except DeviceError as exc:
-            self._camera_failures += 1
-            delay = min(self.cfg.camera.retry_seconds * 2 ** min(self._camera_failures - 1, 5), 300.0)
-            if not self._camera_failed:
-                log.error("camera failed, retrying every %.0f s or more: %s", delay, exc)
-            self._camera_failed = True
-            self._camera_down_until = now + delay
-            try:
-                self.camera.close()
-            except Exception:
-                pass
-            return True
-        if self._camera_failed:
-            log.warning("camera working again")
-            self._camera_failed = False
-            self._camera_failures = 0
         if frame is None:
             return False
-        self.pipeline.handle_frame(frame, started=started)
+        if self.pipeline.handle_frame(frame, started=started) and self.wait_for_screens:
+            self.feedback.wait_drawn(2.0)
         return True
+
+    def _read_reader(self) -> None:
+        timeout = 0.0 if self.camera is not None else 0.1
+        text = self._reader_guard.call(lambda: self.reader.read(timeout), default=None)
+        if text is not None:
+            self.pipeline.handle_text(text)
 
     def _on_button(self) -> None:
         if self.cfg.gpio.button_action == "toggle_direction":

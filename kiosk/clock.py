@@ -1,10 +1,11 @@
 """Clock trust. The Pi has no real-time clock: after an offline reboot its time is whatever `fake-hwclock`
 saved at the last shutdown, hours or weeks behind. System time is trusted only once NTP has set it.
 
-Evidence, first that answers wins:
-1. the kernel's NTP state (`adjtimex`, read-only): STA_UNSYNC clear and a sane maximum error;
-2. `/run/systemd/timesync/synchronized`, which systemd-timesyncd creates on its first sync (on tmpfs, so it
-   does not survive a reboot).
+Evidence:
+1. the kernel's NTP state (`adjtimex`, read-only): STA_UNSYNC clear and a sane maximum error. It also
+   catches a clock that lost NTP for hours (the kernel sets STA_UNSYNC again as the error grows);
+2. only where adjtimex is unavailable: `/run/systemd/timesync/synchronized`, which systemd-timesyncd creates
+   on its first sync (on tmpfs, so it does not survive a reboot).
 Unsynchronised with `/etc/fake-hwclock.data` present is reported as the fake-hwclock case.
 """
 from __future__ import annotations
@@ -94,24 +95,26 @@ class SystemClock:
         if self.source == "assume_synced":
             return "assumed"
         kernel = self._adjtimex()
-        if kernel is not None and not kernel.status & STA_UNSYNC and 0 <= kernel.maxerror_us <= MAX_ERROR_US:
-            return "ntp"
-        if self._timesync_flag.exists():
+        if kernel is not None:  # authoritative: timesyncd and chrony both keep the kernel's state up to date
+            synced = not kernel.status & STA_UNSYNC and 0 <= kernel.maxerror_us <= MAX_ERROR_US
+        else:
+            synced = self._timesync_flag.exists()
+        if synced:
             return "ntp"
         return "fake-hwclock" if self._fake_hwclock_data.exists() else "unsynchronised"
 
     def _set(self, state: str) -> None:
-        if state == self._state:
-            return
-        previous, self._state = self._state, state
-        if state == "ntp":
-            log.info("clock synchronised (NTP)")
-        elif state == "assumed":
-            log.warning("clock assumed synchronised (clock.source = assume_synced: development only)")
-        elif state == "fake-hwclock":
-            log.warning("clock not synchronised: time restored by fake-hwclock after a reboot, waiting for NTP")
-        elif previous is not None or state == "unsynchronised":
-            log.warning("clock not synchronised: date rules follow the fail policy until NTP sets the time")
+        if state != self._state:
+            self._state = state
+            log.log(logging.INFO if state == "ntp" else logging.WARNING, _STATE_MESSAGES[state])
+
+
+_STATE_MESSAGES = {
+    "ntp": "clock synchronised (NTP)",
+    "assumed": "clock assumed synchronised (clock.source = assume_synced: development only)",
+    "fake-hwclock": "clock not synchronised: time restored by fake-hwclock after a reboot, waiting for NTP",
+    "unsynchronised": "clock not synchronised: date rules follow the fail policy until NTP sets the time",
+}
 
 
 class FixedClock:

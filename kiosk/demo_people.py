@@ -1,7 +1,9 @@
 """The synthetic people of the demo and their codes: one list used by `scripts/make_scenes.py` (which
 renders the camera scenes) and by the demo (which writes the matching roster for its own "today").
 
-Every person, ID and QID here is made up (spec section 7 shapes; QIDs 1630000000000000NN). Health
+Every person, ID and QID here is made up (spec section 7 shapes; QIDs 1630000000000000NN). With
+DEMO_DATE as today, the first three roster rows are the spec's section 8 example and, with "moi" and
+"khach", they cover every row of the spec's health-rule table (section 7). Health
 dates are stored as days before "today", so the roster can be written for any date and the verdicts
 stay the same. To add a person or a code (e.g. a signed certificate), append to PEOPLE and SCENES.
 """
@@ -36,16 +38,16 @@ class DemoPerson:
 PEOPLE: tuple[DemoPerson, ...] = (
     DemoPerson("thu", "079090000001|NGUYEN VAN THU|1990-12-01|0|163000000000000001|<1<DN4790000000001<0900000001",
                "personal_qr", "green", "vaccinated_14d", "079090000001", "163000000000000001", "NGUYEN VAN THU",
-               doses_days_ago=(60, 30), product="AstraZeneca", on_roster=True, staff=True),
+               doses_days_ago=(14,), product="AstraZeneca", on_roster=True, staff=True),
     DemoPerson("mau", "******000002|TRAN THI MAU|1985-**-**|0|163000000000000002|<2<DN479*******<0900******",
-               "personal_qr", "green", "vaccinated_14d", None, "163000000000000002", "TRAN THI MAU",
-               doses_days_ago=(14,), product="Pfizer", on_roster=True, staff=False),
+               "personal_qr", "black", "dose_too_recent", None, "163000000000000002", "TRAN THI MAU",
+               doses_days_ago=(13,), product="AstraZeneca", on_roster=True, staff=False),
     DemoPerson("ho", "001195000003|LE VAN HO|1995-08-15|1|163000000000000003|163000000000000099<0<<",
                "personal_qr", "green", "recovered_180d", "001195000003", None, "LE VAN HO",
-               recovered_days_ago=179, on_roster=True),
+               recovered_days_ago=179, on_roster=True, staff=True),
     DemoPerson("moi", "079090000005|DO THI MOI|1999-02-03|0|163000000000000005|<2<<0900000005",
-               "personal_qr", "black", "dose_too_recent", "079090000005", "163000000000000005", "DO THI MOI",
-               doses_days_ago=(13,), product="Moderna", on_roster=True),
+               "personal_qr", "black", "recovery_too_old", "079090000005", "163000000000000005", "DO THI MOI",
+               recovered_days_ago=180, on_roster=True),
     DemoPerson("khach", "C0000004|PHAM MINH KHACH|1970-01-31|0|163000000000000004|",
                "personal_qr", "black", "no_health_data", "C0000004", "163000000000000004", "PHAM MINH KHACH"),
     DemoPerson("cccd", "001195000008||Trần Thị Mẫu Thử|15081995|Nữ|Thôn Thử, Hà Nội|20052021",
@@ -61,9 +63,9 @@ SCENES: tuple[tuple[str, str | None, str], ...] = (
     ("idle", None, "empty"),
     ("thu_phone", "thu", "phone"),
     ("thu_phone_again", "thu", "phone"),   # same person in the next frame: one check-in (debounce)
-    ("mau_masked_phone", "mau", "phone"),
+    ("mau_masked_dose_too_recent_phone", "mau", "phone"),
     ("ho_recovered_paper", "ho", "paper"),
-    ("moi_dose_too_recent_phone", "moi", "phone"),
+    ("moi_recovered_180_days_ago_phone", "moi", "phone"),
     ("khach_not_on_roster_paper", "khach", "paper"),
     ("cccd_utf8_paper", "cccd", "paper"),
     ("malformed_phone", "malformed", "phone"),

@@ -13,7 +13,7 @@ import uuid
 from collections import Counter, defaultdict
 from datetime import datetime, timezone, tzinfo
 from pathlib import Path
-from typing import Any, Iterator, TextIO
+from typing import Any, Callable, Iterator, TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
 from kiosk.errors import StorageError
@@ -26,6 +26,7 @@ SUBJECT_FIELDS = ("id", "name", "birth", "gender")  # flattened into CSV as subj
 CSV_COLUMNS = ("seq", "id", "ts", "clock_synced", "site", "device", "direction", "mode", "kind", "verdict",
                "reason", *(f"subject_{f}" for f in SUBJECT_FIELDS), "subject_ref", "override")
 UNSENT_STATES = ("pending", "published")  # not yet stored by the collector
+T = TypeVar("T")
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS checkins (
@@ -94,6 +95,8 @@ def _storage_error(action: str, path: Path, exc: sqlite3.Error) -> StorageError:
 
 
 class Journal:
+    """The check-in journal of one device. Owned by one thread (the pipeline's); not shared across threads."""
+
     def __init__(self, path: str | Path, *, site: str, device: str):
         self.path = Path(path)
         self.site = site
@@ -106,6 +109,9 @@ class Journal:
         try:
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, so each insert is exactly one transaction.
             self._db = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _storage_error("open", self.path, exc) from None
+        try:
             self._db.row_factory = sqlite3.Row
             self._db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -114,8 +120,11 @@ class Journal:
                                    "put it on a local file system (not NFS or a FAT card without locking)")
             # FULL: the WAL is fsynced at every commit, so a shown check-in survives a power cut.
             self._db.execute("PRAGMA synchronous = FULL")
-            self._migrate()
-        except sqlite3.Error as exc:
+            self._transaction(self._migrate)
+        except (sqlite3.Error, StorageError) as exc:
+            self._db.close()
+            if isinstance(exc, StorageError):
+                raise
             raise _storage_error("open", self.path, exc) from None
 
     def _migrate(self) -> None:
@@ -125,18 +134,24 @@ class Journal:
                                f"software ({SCHEMA_VERSION}): update the kiosk software")
         if version == SCHEMA_VERSION:
             return
+        # One statement at a time: executescript() would COMMIT behind our transaction.
+        for statement in filter(None, (s.strip() for s in _DDL.split(";"))):
+            self._db.execute(statement)
+        self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
+                         (str(SCHEMA_VERSION),))
+        self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _transaction(self, work: Callable[[], T]) -> T:
+        """Run `work` in one write transaction (BEGIN IMMEDIATE: waits for other writers via busy_timeout)."""
         self._db.execute("BEGIN IMMEDIATE")
         try:
-            # One statement at a time: executescript() would COMMIT behind our BEGIN.
-            for statement in filter(None, (s.strip() for s in _DDL.split(";"))):
-                self._db.execute(statement)
-            self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
-                             (str(SCHEMA_VERSION),))
-            self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            result = work()
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
+        return result
 
     def close(self) -> None:
         self._db.close()
@@ -155,14 +170,7 @@ class Journal:
                   decision.reason, json.dumps(decision.subject, ensure_ascii=False, sort_keys=True),
                   decision.subject_ref, int(decision.override), decision.latency_ms)
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                seq = self._db.execute(_INSERT, values).lastrowid
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            seq = self._transaction(lambda: self._db.execute(_INSERT, values).lastrowid)
         except sqlite3.Error as exc:
             raise _storage_error("write a check-in to", self.path, exc) from None
         row = self._db.execute("SELECT * FROM checkins WHERE seq = ?", (seq,)).fetchone()
@@ -175,17 +183,9 @@ class Journal:
             sql += f" AND up_state NOT IN ({','.join('?' * len(UNSENT_STATES))})"
         params = (older_than.timestamp(), *(UNSENT_STATES if keep_unsent else ()))
         try:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                deleted = self._db.execute(sql, params).rowcount
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
+            return self._transaction(lambda: self._db.execute(sql, params).rowcount)
         except sqlite3.Error as exc:
             raise _storage_error("purge", self.path, exc) from None
-        return deleted
 
     # ------------------------------------------------------------------ reading
     def count(self) -> int:

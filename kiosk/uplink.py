@@ -126,7 +126,9 @@ def backoff_delay(attempt: int, low: float, high: float, rand: Callable[[], floa
     return ceiling * (0.5 + rand() / 2)
 
 
-def describe_error(exc: BaseException) -> str:
+def describe_error(exc: BaseException, tls: bool = False) -> str:
+    if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, EOFError)):
+        return "TLS handshake failed: the broker closed the connection (is mqtt.port a TLS listener?)"
     if isinstance(exc, ssl.SSLError):
         return f"TLS failure: {exc.reason or exc} (check mqtt.ca_file, mqtt.cert_file and the broker's certificate)"
     if isinstance(exc, socket.gaierror):
@@ -347,7 +349,7 @@ class Uplink:
                                **connect_kwargs(self.cfg))
                 client.loop_start()
             except Exception as exc:  # OSError, ssl.SSLError, ValueError from a bad TLS file, ...
-                link.error = describe_error(exc)
+                link.error = describe_error(exc, self.cfg.mqtt.tls)
                 client = None
             if client is not None:
                 if not link.connack.wait(self.cfg.mqtt.keepalive) and link.error is None:

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(libzbar0 fonts-dejavu-core mosquitto)
+APT_PACKAGES=(libzbar0 fonts-dejavu-core mosquitto shellcheck)
 
 apt_install() {
   local missing=()

@@ -31,6 +31,9 @@ FRAME_SIZE = (640, 480)
 JPEG_QUALITY = 88
 
 
+DEMO_SIGNER = REPO / "kiosk" / "data" / "demo_signer"
+
+
 def qr_image(text: str, module_px: int) -> Image.Image:
     """The code as black modules on white, with the standard 4-module quiet zone."""
     buf = io.BytesIO()
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "kiosk" / "data" / "scenes")
     ap.add_argument("--roster", type=Path, default=REPO / "kiosk" / "data" / "demo_roster.csv")
-    ap.add_argument("--today", type=date.fromisoformat, default=date.today(),
+    ap.add_argument("--today", type=date.fromisoformat, default=DEMO_DATE,
                     help="date the roster's dose/recovery dates are relative to (the bundled one: "
                     f"{DEMO_DATE}, the demo's fixed clock)")
     ap.add_argument("--seed", type=int, default=1405)
@@ -136,6 +139,15 @@ def main(argv: list[str] | None = None) -> int:
         if p:
             entry.update(person=p.key, kind=p.kind, verdict=p.verdict, reason=p.reason)
         entries.append(entry)
+    # Signed certificates (HC1), signed with the bundled demo TEST key for the same "today".
+    from kiosk.issuing import demo_certificates
+
+    for n, (label, hc1, verdict, reason) in enumerate(demo_certificates(DEMO_SIGNER, args.today),
+                                                      start=len(entries) + 1):
+        file = f"{n:02d}_{label}_phone.jpg"
+        scene("phone", hc1, args.seed * 1000 + n).save(args.out / file, quality=JPEG_QUALITY)
+        entries.append({"file": file, "carrier": "phone", "texts": [hc1], "person": label, "kind": "dcc",
+                        "verdict": verdict, "reason": reason})
     manifest = {"generator": "scripts/make_scenes.py", "seed": args.seed, "mode": "health",
                 "roster_date": str(args.today), "entries": entries}
     (args.out / "manifest.json").write_text(json.dumps(manifest, ensure_ascii=False, indent=1) + "\n",

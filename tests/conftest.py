@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import signal
@@ -51,12 +52,15 @@ class Broker:
         self.conf.write_text("\n".join([
             f"listener {self.port} 127.0.0.1",
             *extra,
+            # as root, mosquitto would switch to the `mosquitto` user, which cannot read pytest's tmp folders
+            *(["user root"] if os.geteuid() == 0 else []),
             f"persistence {'true' if persistence else 'false'}",
             f"persistence_location {folder}/",
             f"autosave_interval {autosave_interval}",
             "max_queued_messages 1000000",
             "max_inflight_messages 1000",
             "set_tcp_nodelay true",
+            "sys_interval 1",
             f"log_dest file {folder}/mosquitto.log",
             "log_type error", "log_type warning", "log_type notice", "",
         ]))

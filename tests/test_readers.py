@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 import select
+import subprocess
 import sys
 import threading
-import types
 from collections import deque
+from pathlib import Path
 
 import pytest
 
@@ -62,12 +63,36 @@ def test_serial_assembles_split_writes():
         os.close(slave)
 
 
-def test_serial_partial_read_waits_for_terminator(pty_reader):
+def test_serial_partial_read_waits_for_terminator():
+    master, slave = os.openpty()
+    reader = reader_serial.SerialReader(os.ttyname(slave), 9600, idle_gap=30.0)
+    reader.start()
+    try:
+        os.write(master, b"ABC")
+        assert reader.read(0.05) is None  # incomplete: kept, not returned
+        os.write(master, b"DEF\r")
+        assert reader.read(2.0) == "ABCDEF"
+    finally:
+        reader.close()
+        os.close(master)
+        os.close(slave)
+
+
+def test_serial_reader_without_terminator_completes_after_a_pause(pty_reader):
     reader, pty = pty_reader
-    os.write(pty["master"], b"ABC")
-    assert reader.read(0.05) is None  # incomplete: kept, not returned
-    os.write(pty["master"], b"DEF\r")
-    assert reader.read(2.0) == "ABCDEF"
+    os.write(pty["master"], b"BADGE-0001")
+    assert reader.read(0.0) is None
+    assert reader.read(5.0) == "BADGE-0001"
+    os.write(pty["master"], b"BADGE-0002")  # the next code is not merged with the first
+    assert reader.read(5.0) == "BADGE-0002"
+
+
+def test_serial_remains_of_a_cut_read_stay_out_of_the_next_code(pty_reader):
+    reader, pty = pty_reader
+    os.write(pty["master"], b"079123")  # the reader glitched mid-code
+    assert reader.read(5.0) == "079123"  # reported on its own (the core answers invalid)
+    os.write(pty["master"], b"BADGE-0003\r")
+    assert reader.read(2.0) == "BADGE-0003"
 
 
 def test_serial_crlf_lf_and_two_codes_in_one_write(pty_reader):
@@ -366,6 +391,23 @@ def test_evdev_unplugged_is_device_error_and_start_reopens(wedge):
     assert reader.read(1.0) == "BACK"
 
 
+def test_evdev_device_grabbed_by_another_program(monkeypatch):
+    monkeypatch.setattr(evdev, "InputDevice", StandInDevice)
+    dev = StandInDevice.plug("/dev/input/event3")
+
+    def busy():
+        raise OSError(16, "Device or resource busy")
+
+    dev.grab = busy
+    try:
+        with pytest.raises(DeviceError, match="another program"):
+            reader_evdev.EvdevReader(dev.path).start()
+        assert dev.closed
+    finally:
+        dev.cleanup()
+        StandInDevice.instances.clear()
+
+
 def test_evdev_missing_device_is_device_error_with_fix(tmp_path):
     reader = reader_evdev.EvdevReader(str(tmp_path / "event99"))  # the real evdev.InputDevice
     with pytest.raises(DeviceError) as err:
@@ -387,7 +429,8 @@ def test_evdev_create_from_config():
 
 
 def test_readers_import_their_library_lazily():
-    code = "import sys, drivers.reader_serial, drivers.reader_evdev; print('serial' in sys.modules, 'evdev' in sys.modules)"
-    out = __import__("subprocess").run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                       cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    code = ("import sys, drivers.reader_serial, drivers.reader_evdev; "
+            "print('serial' in sys.modules, 'evdev' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1])
     assert out.stdout.split() == ["False", "False"]

@@ -3,11 +3,14 @@
 `HC1:` -> Base45 -> zlib -> COSE_Sign1 -> CWT -> health certificate. Every stage is bounded (input length,
 decompressed size, CBOR depth) and every failure becomes a reason code, never an exception:
 `malformed`, `unknown_key`, `bad_signature`, `expired`, `not_yet_valid`. The signature is checked before
-any claim is trusted. Whether the holder is green is not decided here (kiosk.health does that).
+any claim is trusted. A signer whose certificate limits it to some certificate types (extended key usage,
+see kiosk.trust) signing another type gives `unknown_key` with detail `key_usage`: nobody trusted signed it.
+`detail` names the failed check (never a value). Whether the holder is green is kiosk.health's decision.
 """
 from __future__ import annotations
 
 import base64
+import logging
 import re
 import zlib
 from collections.abc import Mapping
@@ -20,6 +23,7 @@ from kiosk.model import DCC, Dose, HealthRecord, ParsedCode, Person, TestResult
 PREFIX = "HC1:"
 CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260
 TEST_DETECTED = "260373001"  # SNOMED CT "detected" in the t/tr field
+log = logging.getLogger(__name__)
 _BIRTH = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
 
 
@@ -54,7 +58,8 @@ class DccVerifier:
             return ParsedCode(DCC, person=self._verified_person(text, now))
         except Rejected as exc:
             return ParsedCode(DCC, error=exc.reason, detail=exc.detail)
-        except Exception:  # a bug here must cost one scan, not the kiosk: the code is simply unusable
+        except Exception as exc:  # a bug here must cost one scan, not the kiosk: the code is simply unusable
+            log.error("HC1 verifier failed unexpectedly (%s); code rejected as malformed", type(exc).__name__)
             return ParsedCode(DCC, error="malformed", detail="internal")
 
     # ------------------------------------------------------------------ stages, also used by the tests
@@ -170,7 +175,8 @@ def _birth(dob: Any) -> str | None:
     return match.group(0)
 
 
-def _day(value: Any, field: str) -> date:
+def _moment(value: Any, field: str) -> date | datetime:
+    """A date, or an aware datetime when the field has a time (a naive time is UTC, as the schema intends)."""
     if not isinstance(value, str) or len(value) < 10:
         raise malformed(field)
     try:
@@ -179,7 +185,12 @@ def _day(value: Any, field: str) -> date:
         instant = datetime.fromisoformat(value)
     except ValueError:
         raise malformed(field) from None
-    return instant.astimezone(timezone.utc).date() if instant.tzinfo else instant.date()
+    return instant if instant.tzinfo else instant.replace(tzinfo=timezone.utc)
+
+
+def _day(value: Any, field: str) -> date:
+    moment = _moment(value, field)
+    return moment.date() if isinstance(moment, datetime) else moment  # the calendar day as the issuer wrote it
 
 
 def _entries(dgc: Mapping, key: str) -> list[Mapping]:
@@ -192,6 +203,6 @@ def _entries(dgc: Mapping, key: str) -> list[Mapping]:
 def _health(dgc: Mapping) -> HealthRecord:
     doses = tuple(Dose(_day(v.get("dt"), "v.dt"), _text(v.get("mp"), "v.mp")) for v in _entries(dgc, "v"))
     recoveries = [_day(r.get("fr"), "r.fr") for r in _entries(dgc, "r")]
-    tests = tuple(TestResult(_day(t.get("sc"), "t.sc"), _text(t.get("tr"), "t.tr") == TEST_DETECTED)
+    tests = tuple(TestResult(_moment(t.get("sc"), "t.sc"), _text(t.get("tr"), "t.tr") == TEST_DETECTED)
                   for t in _entries(dgc, "t"))
     return HealthRecord(doses=doses, recovered=max(recoveries) if recoveries else None, tests=tests)

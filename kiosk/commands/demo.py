@@ -39,6 +39,7 @@ def run(args) -> int:
         _reset(cfg)
     app = App(cfg)
     app.pipeline.keep_decisions = True
+    app.wait_for_screens = True
     result = app.run(drain_seconds=args.drain_seconds)
     for decision in app.pipeline.decisions:
         emit({"event": "checkin", **decision.to_json()})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from kiosk.commands import emit, load_config
 from kiosk.errors import KioskError
@@ -125,7 +126,7 @@ def _refs(cfg, subject: str) -> list[str]:
 
 def run_purge(args) -> int:
     def purge(cfg, journal, since, until) -> int:
-        cutoff = datetime.now().astimezone() - timedelta(days=cfg.journal.retention_days)
+        cutoff = datetime.now(ZoneInfo(cfg.site.timezone)) - timedelta(days=cfg.journal.retention_days)
         keep_unsent = cfg.mqtt.enabled
         emit({"purged": journal.purge(cutoff, keep_unsent=keep_unsent), "older_than": cutoff.isoformat(),
               "kept_unsent": keep_unsent, "rows": journal.count()})

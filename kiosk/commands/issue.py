@@ -1,0 +1,84 @@
+"""`kiosk issue key|cert`: TEST signing key and signed `HC1:` certificates for tests and demos.
+
+`kiosk issue key --out DIR` writes a TEST signer; trust it with `kiosk trust import DIR/signer.pem`.
+`kiosk issue cert --key DIR --name "NGUYEN VAN THU" --dob 1990-12-01 --dose 2021-11-01 [--png FILE]` prints
+the `HC1:` text. Broken variants: `--exp` in the past (expired), `--tamper`, `--unknown-key`.
+"""
+from __future__ import annotations
+
+import base64
+import sys
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+from kiosk.commands import emit, load_config
+from kiosk.timeparse import parse_instant
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("issue", parents=[common], help="TEST signer and signed HC1 certificates (never production)")
+    actions = p.add_subparsers(dest="issue_action", metavar="ACTION", required=True)
+    key = actions.add_parser("key", parents=[common], help="create a TEST signing key and certificate")
+    key.add_argument("--out", required=True, type=Path, metavar="DIR")
+    key.set_defaults(func=run_key)
+    cert = actions.add_parser("cert", parents=[common], help="print a signed HC1: certificate")
+    cert.add_argument("--key", required=True, type=Path, metavar="DIR", help="folder made by `kiosk issue key`")
+    cert.add_argument("--name", required=True, help='"FAMILY GIVEN NAMES", e.g. "NGUYEN VAN THU"')
+    cert.add_argument("--dob", required=True, help="YYYY-MM-DD (or YYYY-MM, YYYY)")
+    kind = cert.add_mutually_exclusive_group(required=True)
+    kind.add_argument("--dose", action="append", metavar="DATE[:PRODUCT]", help="a vaccination (repeatable)")
+    kind.add_argument("--recovered", metavar="DATE", help="first positive test date")
+    kind.add_argument("--test", action="append", metavar="DATE:negative|positive", help="a test result")
+    cert.add_argument("--iat", metavar="ISO-8601", help="issued at (default: now)")
+    cert.add_argument("--exp", metavar="ISO-8601", help="expires (default: a year after --iat)")
+    cert.add_argument("--tamper", action="store_true", help="change a payload byte after signing")
+    cert.add_argument("--unknown-key", action="store_true", help="sign with a throwaway key nobody trusts")
+    cert.add_argument("--png", type=Path, metavar="FILE", help="also write the QR code as PNG")
+    cert.set_defaults(func=run_cert)
+
+
+def run_key(args) -> int:
+    from kiosk.issuing import CERT_FILE, create_signer
+
+    try:
+        signer = create_signer(args.out)
+    except FileExistsError as exc:
+        print(f"kiosk issue key: {exc}", file=sys.stderr)
+        return 1
+    emit({"certificate": str(args.out / CERT_FILE), "kid": base64.b64encode(signer.kid).decode("ascii")})
+    return 0
+
+
+def run_cert(args) -> int:
+    from kiosk import issuing
+
+    tz = load_config(args).site.timezone
+    try:
+        doses = [_dose(d) for d in args.dose or ()]
+        recovered = date.fromisoformat(args.recovered) if args.recovered else None
+        tests = [_test(t) for t in args.test or ()]
+        iat = parse_instant(args.iat, tz) if args.iat else None
+        exp = parse_instant(args.exp, tz) if args.exp else None
+    except ValueError as exc:
+        print(f"kiosk issue cert: {exc}", file=sys.stderr)
+        return 2
+    signer = issuing.new_signer() if args.unknown_key else issuing.load_signer(args.key)
+    iat = iat or datetime.now(timezone.utc)
+    cert = issuing.health_certificate(args.name, args.dob, doses=doses, recovered=recovered, tests=tests)
+    text = issuing.sign_hc1(signer, cert, iat=iat, exp=exp or iat + timedelta(days=365), tamper=args.tamper)
+    if args.png:
+        issuing.write_qr_png(text, args.png)
+    print(text)
+    return 0
+
+
+def _dose(text: str) -> tuple[date, str | None]:
+    day, _, product = text.partition(":")
+    return date.fromisoformat(day), product or None
+
+
+def _test(text: str) -> tuple[date, bool]:
+    day, _, result = text.partition(":")
+    if result not in ("negative", "positive"):
+        raise ValueError(f"--test {text!r}: give DATE:negative or DATE:positive")
+    return date.fromisoformat(day), result == "positive"

@@ -1,0 +1,155 @@
+"""Test certificates for the project's own cases and the demo: a TEST signing key and signed `HC1:` strings.
+
+Never for production: the signer's certificate says so in its common name, and every health certificate it
+issues names a TEST issuer. Deliberately broken variants (expired, tampered, unknown key) exercise the
+verifier's rejections end to end.
+"""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+import zlib
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import cbor2
+import segno
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from kiosk.codes import base45, cose
+from kiosk.codes.dcc import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS, PREFIX, TEST_DETECTED
+from kiosk.storage import atomic_write_bytes
+from kiosk.trust import kid_of
+
+KEY_FILE = "signer-key.pem"
+CERT_FILE = "signer.pem"  # the certificate (PEM) to put in the trust list
+SIGNER_CN = "Checkpoint Kiosk TEST signer, not for production"
+COUNTRY = "VN"
+ISSUER = "Checkpoint Kiosk TEST issuer"
+COVID19 = "840539006"  # SNOMED CT disease agent
+TEST_NOT_DETECTED = "260415000"
+DEFAULT_PRODUCT = "EU/1/20/1528"
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    private_key: ec.EllipticCurvePrivateKey
+    certificate_der: bytes
+
+    @property
+    def kid(self) -> bytes:
+        return kid_of(self.certificate_der)
+
+
+def new_signer(now: datetime | None = None, valid_days: int = 3650) -> SigningKey:
+    """A fresh P-256 key with a self-signed certificate (also the "unknown key" of the broken variants)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = now or datetime.now(timezone.utc)
+    name = x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, COUNTRY),
+                      x509.NameAttribute(NameOID.COMMON_NAME, SIGNER_CN)])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=valid_days))
+            .sign(key, hashes.SHA256()))
+    return SigningKey(key, cert.public_bytes(serialization.Encoding.DER))
+
+
+def create_signer(out_dir: Path) -> SigningKey:
+    """Write a new TEST signer to `out_dir` (private key and certificate, PEM). Refuses to overwrite one."""
+    out_dir = Path(out_dir)
+    if (out_dir / KEY_FILE).exists():
+        raise FileExistsError(f"{out_dir / KEY_FILE} exists; choose another folder or delete it first")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    signer = new_signer()
+    atomic_write_bytes(out_dir / KEY_FILE, signer.private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    (out_dir / KEY_FILE).chmod(0o600)
+    cert = x509.load_der_x509_certificate(signer.certificate_der)
+    atomic_write_bytes(out_dir / CERT_FILE, cert.public_bytes(serialization.Encoding.PEM))
+    return signer
+
+
+def load_signer(key_dir: Path) -> SigningKey:
+    key_dir = Path(key_dir)
+    key = serialization.load_pem_private_key((key_dir / KEY_FILE).read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{key_dir / KEY_FILE} is not an EC key")
+    cert = x509.load_pem_x509_certificate((key_dir / CERT_FILE).read_bytes())
+    return SigningKey(key, cert.public_bytes(serialization.Encoding.DER))
+
+
+def health_certificate(name: str, dob: str, *, doses: list[tuple[date, str | None]] = (),
+                       recovered: date | None = None, tests: list[tuple[date, bool]] = ()) -> dict:
+    """An EU DCC (schema 1.3.0) for `name` ("FAMILY GIVEN NAMES"), with vaccination, recovery or test entries."""
+    family, _, given = name.strip().partition(" ")
+    uvci = "URN:UVCI:01:VN:TEST" + hashlib.sha256(f"{name}|{dob}".encode()).hexdigest()[:16].upper()
+    common = {"tg": COVID19, "co": COUNTRY, "is": ISSUER, "ci": uvci}
+    cert: dict = {"ver": "1.3.0", "dob": dob,
+                  "nam": {"fn": family, "fnt": _icao(family), "gn": given, "gnt": _icao(given)}}
+    if doses:
+        cert["v"] = [{**common, "vp": "1119349007", "mp": product or DEFAULT_PRODUCT, "ma": "ORG-100030215",
+                      "dn": i, "sd": len(doses), "dt": day.isoformat()}
+                     for i, (day, product) in enumerate(sorted(doses), 1)]
+    if recovered:
+        cert["r"] = [{**common, "fr": recovered.isoformat(), "df": (recovered + timedelta(days=11)).isoformat(),
+                      "du": (recovered + timedelta(days=180)).isoformat()}]
+    if tests:
+        cert["t"] = [{**common, "tt": "LP6464-4", "sc": f"{day.isoformat()}T08:00:00Z",
+                      "tr": TEST_DETECTED if positive else TEST_NOT_DETECTED, "tc": "TEST centre"}
+                     for day, positive in tests]
+    return cert
+
+
+def sign_hc1(signer: SigningKey, cert: dict, *, iat: datetime, exp: datetime, tamper: bool = False) -> str:
+    """The `HC1:` text of `cert` signed by `signer`; `tamper` changes a payload byte after signing."""
+    payload = cbor2.dumps({CLAIM_ISS: COUNTRY, CLAIM_IAT: int(iat.timestamp()), CLAIM_EXP: int(exp.timestamp()),
+                           CLAIM_HCERT: {1: cert}})
+    signed = cose.sign_es256(signer.private_key, signer.kid, payload)
+    if tamper:  # the birth year one higher: still a well-formed certificate, no longer the signed one
+        sign1 = cose.decode_sign1(signed, max_depth=16)
+        year = cert["dob"][:4].encode()
+        forged = sign1.payload.replace(year, str(int(year) + 1).encode(), 1)
+        signed = cbor2.dumps(cbor2.CBORTag(cose.TAG_SIGN1, [sign1.protected, {}, forged, sign1.signature]))
+    return PREFIX + base45.encode(zlib.compress(signed, 9))
+
+
+def write_qr_png(text: str, path: Path, scale: int = 4) -> None:
+    segno.make_qr(text, error="q").save(str(path), scale=scale, border=4)
+
+
+def _icao(text: str) -> str:
+    """ICAO 9303 style: uppercase A-Z, '<' between words (Vietnamese Đ becomes D)."""
+    plain = unicodedata.normalize("NFKD", text.replace("Đ", "D").replace("đ", "d"))
+    letters = "".join(ch for ch in plain if not unicodedata.combining(ch)).upper()
+    return "<".join("".join(ch for ch in word if "A" <= ch <= "Z") for word in letters.split())
+
+
+def _midnight_utc(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=timezone.utc)
+
+
+def demo_certificates(key_dir: Path, today: date) -> list[tuple[str, str, str, str]]:
+    """(label, HC1 text, expected verdict, expected reason) for the demo scenes, decided on `today`.
+
+    Signed by the TEST signer in `key_dir` (created when missing; trust its `signer.pem`), except the
+    unknown-key case, which uses a throwaway key."""
+    key_dir = Path(key_dir)
+    signer = load_signer(key_dir) if (key_dir / KEY_FILE).exists() else create_signer(key_dir)
+    iat, exp = _midnight_utc(today - timedelta(days=1)), _midnight_utc(today + timedelta(days=365))
+
+    def hc1(name: str, dose_age_days: int, *, who: SigningKey = signer, issued: datetime = iat,
+            expires: datetime = exp, tamper: bool = False) -> str:
+        cert = health_certificate(name, "1990-12-01", doses=[(today - timedelta(days=dose_age_days), None)])
+        return sign_hc1(who, cert, iat=issued, exp=expires, tamper=tamper)
+
+    return [
+        ("dcc_vaccinated", hc1("NGUYEN VAN THU", 30), "green", "vaccinated_14d"),
+        ("dcc_dose_too_recent", hc1("TRAN THI MAU", 3), "black", "dose_too_recent"),
+        ("dcc_expired", hc1("LE VAN HO", 400, issued=iat - timedelta(days=400), expires=iat), "invalid", "expired"),
+        ("dcc_tampered", hc1("PHAM MINH KHACH", 30, tamper=True), "invalid", "bad_signature"),
+        ("dcc_unknown_key", hc1("NGUYEN VAN THU", 30, who=new_signer()), "invalid", "unknown_key"),
+    ]
