@@ -37,7 +37,8 @@ class ReplayCamera:
             self._files = sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             self._index = 0
             if not self._files:
-                raise DeviceError(f"replay camera: no {'/'.join(IMAGE_SUFFIXES)} images in {self.path}")
+                raise DeviceError(f"replay camera: no {'/'.join(IMAGE_SUFFIXES)} images in {self.path} "
+                                  "(check camera.path)")
         else:
             self._open_video()
 

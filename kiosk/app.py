@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib
 import logging
 import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,6 +22,7 @@ from kiosk.model import GREEN, Decision
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
+INPUT_WAIT_S = 0.1  # longest wait for input in one loop round (button and downlink commands run between)
 
 
 def _driver(module: str):
@@ -115,7 +117,7 @@ def staleness(cfg: Config, roster, trust, clock) -> Callable[[], tuple[bool, boo
 
 
 # ---------------------------------------------------------------- the running kiosk
-_NO_FRAME = object()
+_NO_FRAME = object()  # a guarded read that did not happen (device down or waiting to be retried)
 
 
 class DeviceGuard:
@@ -129,6 +131,10 @@ class DeviceGuard:
         self.failed = False
         self.failures = 0
         self._down_until = 0.0
+
+    def start(self) -> None:
+        """Open the device; a failure is reported and retried like a failed read (the kiosk keeps running)."""
+        self.call(self.device.start, default=None)
 
     def call(self, read: Callable[[], Any], default: Any) -> Any:
         """read() through the guard; `default` while the device is down or waiting to be retried."""
@@ -170,7 +176,8 @@ class RunResult:
 class App:
     """The kiosk service: owns the pipeline thread and every device."""
 
-    def __init__(self, cfg: Config, *, clock=None, devices: dict[str, Any] | None = None):
+    def __init__(self, cfg: Config, *, clock=None, devices: dict[str, Any] | None = None,
+                 monotonic: Callable[[], float] = time.monotonic):
         from kiosk.debounce import Debouncer
         from kiosk.feedback import Feedback
         from kiosk.journal import Journal
@@ -207,10 +214,11 @@ class App:
         self._button_presses: queue.SimpleQueue[str] = queue.SimpleQueue()
         if gpio.button is not None:
             gpio.button.when_pressed = lambda: self._button_presses.put("pressed")  # gpiozero thread: queue only
-        self._camera_guard = DeviceGuard("camera", self.camera, cfg.camera.retry_seconds)
-        self._reader_guard = DeviceGuard("reader", self.reader, cfg.camera.retry_seconds)
-        self._last_purge = 0.0
-        self._stop = False
+        self._monotonic = monotonic
+        self._camera_guard = DeviceGuard("camera", self.camera, cfg.camera.retry_seconds, monotonic)
+        self._reader_guard = DeviceGuard("reader", self.reader, cfg.camera.retry_seconds, monotonic)
+        self._last_purge: float | None = None
+        self._stop = threading.Event()
         # Replays only (demo): draw every result screen instead of skipping to the newest one.
         self.wait_for_screens = False
 
@@ -272,6 +280,8 @@ class App:
             out.append("reader_failed")
         if self.pipeline.journal_failing:
             out.append("journal_failed")
+        if self.display is not None and self.feedback.failing("display"):
+            out.append("display_failed")
         roster_stale, trust_stale = self.pipeline.stale()
         if roster_stale:
             out.append("roster_stale")
@@ -292,24 +302,27 @@ class App:
 
     # -------------------------------------------------------------- the loop
     def stop(self) -> None:
-        self._stop = True
+        self._stop.set()
 
     def run(self, max_frames: int | None = None, watchdog=None, drain_seconds: float = 0.0) -> RunResult:
         """Run until stopped, until max_frames, or until a replay camera reaches its end.
 
         drain_seconds: at the end, give the uplink this long to deliver what is queued (demo, replays).
         """
-        for device in (self.camera, self.reader):
-            if device is not None:
-                device.start()
-        if self.uplink:
-            self.uplink.start()
-        self.feedback.set_alarms(self.alarms())
-        if watchdog:
-            watchdog.ready()
         reason = "stopped"
         try:
-            while not self._stop:
+            if self.camera is not None and self.cfg.camera.type == "replay":
+                self.camera.start()  # recorded input, not hardware that comes back: a bad replay is fatal
+            elif self.camera is not None:
+                self._camera_guard.start()
+            if self.reader is not None:
+                self._reader_guard.start()
+            if self.uplink:
+                self.uplink.start()
+            self.feedback.set_alarms(self.alarms())
+            if watchdog:
+                watchdog.ready()
+            while not self._stop.is_set():
                 if max_frames is not None and self.pipeline.counters.frames >= max_frames:
                     reason = "max_frames"
                     break
@@ -319,6 +332,10 @@ class App:
                 if watchdog:
                     watchdog.progress()
                     watchdog.tick()
+            self.pipeline.flush()
+            if self.pipeline.unwritten:
+                log.error("stopping with %d check-in(s) the journal could not store: they are lost",
+                          self.pipeline.unwritten)
             if self.uplink and drain_seconds > 0:
                 self.uplink.wait_drained(drain_seconds)
             journal_rows = self.journal.count()
@@ -330,12 +347,15 @@ class App:
 
     def _step(self) -> bool:
         """One loop iteration. False when there is no more input (replay finished, nothing else to read)."""
-        more = True
+        more, frame_read = True, False
         if self.camera is not None:
-            more = self._read_camera()
+            frame_read, more = self._read_camera()
+        waited = frame_read
         if self.reader is not None:
             more = True
-            self._read_reader()
+            waited = self._read_reader(0.0 if frame_read else INPUT_WAIT_S) or waited
+        if more and not waited:
+            self._stop.wait(INPUT_WAIT_S)  # no device blocked this round (reopening, or none): do not spin
         while not self._button_presses.empty():
             self._button_presses.get()
             self._on_button()
@@ -347,22 +367,26 @@ class App:
         self._maybe_purge()
         return more
 
-    def _read_camera(self) -> bool:
+    def _read_camera(self) -> tuple[bool, bool]:
+        """(a frame was read, more input may come)."""
         started = time.perf_counter()
         frame = self._camera_guard.call(self.camera.read, default=_NO_FRAME)
         if frame is _NO_FRAME:
-            return True
+            return False, True
         if frame is None:
-            return False
+            return False, False
         if self.pipeline.handle_frame(frame, started=started) and self.wait_for_screens:
             self.feedback.wait_drawn(2.0)
-        return True
+        return True, True
 
-    def _read_reader(self) -> None:
-        timeout = 0.0 if self.camera is not None else 0.1
-        text = self._reader_guard.call(lambda: self.reader.read(timeout), default=None)
+    def _read_reader(self, timeout: float) -> bool:
+        """Wait up to `timeout` for a read. False when the reader is down (nothing was waited for)."""
+        text = self._reader_guard.call(lambda: self.reader.read(timeout), default=_NO_FRAME)
+        if text is _NO_FRAME:
+            return False
         if text is not None:
             self.pipeline.handle_text(text)
+        return True
 
     def _on_button(self) -> None:
         if self.cfg.gpio.button_action == "toggle_direction":
@@ -375,8 +399,8 @@ class App:
             direction=self.cfg.site.direction, mode=self.cfg.site.mode, override=True))
 
     def _maybe_purge(self) -> None:
-        now = time.monotonic()
-        if now - self._last_purge < PURGE_EVERY_S:
+        now = self._monotonic()
+        if self._last_purge is not None and now - self._last_purge < PURGE_EVERY_S:
             return
         self._last_purge = now
         cutoff = self.clock.now() - timedelta(days=self.cfg.journal.retention_days)

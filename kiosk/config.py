@@ -207,7 +207,8 @@ SCHEMA: dict[str, dict[str, Value]] = {
         "device": _path("reader", "device", "", "evdev: /dev/input/by-id/... path of the reader."),
     },
     "decoder": {
-        "type": Str("zxing", "zxing (zxing-cpp, recommended) or zbar (pyzbar).", choices=("zxing", "zbar")),
+        "type": Str("auto", "auto (recommended: zxing-cpp, then a second zxing-cpp binarizer only when the first "
+                    "reads nothing), zxing (zxing-cpp alone) or zbar (pyzbar).", choices=("auto", "zxing", "zbar")),
     },
     "roster": {
         "path": _path("roster", "path", "roster.json", "Roster of people (TinyDB file, created on first use)."),

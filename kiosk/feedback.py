@@ -120,6 +120,10 @@ class Feedback:
         if self.display is not None:
             self._device("display", self.display.close, stamp=False)
 
+    def failing(self, name: str) -> bool:
+        """True while the latest command to device `name` ("display", "indicator", ...) failed."""
+        return name in self._failing
+
     # -------------------------------------------------------------- internals
     def _idle_view(self) -> IdleView:
         return IdleView(alarms=self._alarms)

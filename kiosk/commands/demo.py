@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import shutil
 import statistics
+import sys
 from pathlib import Path
 
+from kiosk import config
 from kiosk.commands import emit, load_config
 
 
@@ -35,7 +37,10 @@ def run(args) -> int:
     from kiosk.app import App
 
     cfg = load_config(args)
-    if not args.keep:
+    if not args.keep and cfg.source != config.DEFAULT_CONFIG:
+        # never wipe the journal (unsent check-ins), roster or trust list of a real configuration
+        print("kiosk demo: --config given: keeping its journal, roster and trust list", file=sys.stderr)
+    elif not args.keep:
         _reset(cfg)
     app = App(cfg)
     app.pipeline.keep_decisions = True

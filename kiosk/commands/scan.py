@@ -22,7 +22,7 @@ def load_grey(path: str):
     try:
         with Image.open(path) as img:
             return np.asarray(img.convert("L"))
-    except (OSError, UnidentifiedImageError, ValueError):
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return None
 
 
