@@ -74,11 +74,16 @@ class Person:
         return bool(self.id_number) and "*" in self.id_number
 
     def identity_key(self) -> str | None:
-        """A stable key for one person: the full ID number, else the QID. None if neither is usable."""
+        """A stable key for one person: the full ID number, else the QID. None if neither is usable.
+
+        A signed certificate names no ID number: its holder is the transliterated name with the birth date,
+        the EU DCC's own holder identity, the same across all of that holder's certificates."""
         if self.id_number and not self.id_masked:
             return "id:" + self.id_number
         if self.qid:
             return "qid:" + self.qid
+        if self.health is not None and self.name and self.birth:
+            return f"holder:{self.name}|{self.birth}"
         return None
 
 

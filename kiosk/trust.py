@@ -20,9 +20,10 @@ from typing import Any, Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
+from kiosk.codes import cose
 from kiosk.errors import DataError, StorageError
 from kiosk.storage import open_db
 
@@ -299,14 +300,10 @@ def _signer(kid: bytes | None, cert_der: bytes | None, key_der: bytes | None, so
 
 
 def _check_key(key) -> None:
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name != "secp256r1":
-            raise ValueError(f"EC key on {key.curve.name}; ES256 needs P-256")
-    elif isinstance(key, rsa.RSAPublicKey):
-        if key.key_size < MIN_RSA_BITS:
-            raise ValueError(f"RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} needed")
-    else:
-        raise ValueError("key type is neither EC P-256 (ES256) nor RSA (PS256)")
+    if not cose.accepts_key(key):
+        raise ValueError("key type is not EC P-256 (ES256), EC P-384 (ES384) or RSA (PS256)")
+    if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+        raise ValueError(f"RSA key of {key.key_size} bits; at least {MIN_RSA_BITS} needed")
 
 
 def _country(name: x509.Name) -> str | None:

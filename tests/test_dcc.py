@@ -148,10 +148,43 @@ def test_kid_in_unprotected_header(verifier, signer):
     assert verifier.parse(text, NOW).ok
 
 
-def test_alg_must_be_protected(verifier, signer):
+@pytest.mark.parametrize("protected, unprotected", [
+    ({}, {1: -7}),                   # alg only in the unprotected header, as EU dgc-testdata CO20
+    ({1: -7}, {1: -37}),             # the protected header wins over the unprotected one
+])
+def test_alg_in_either_header_is_accepted_when_it_fits_the_key(verifier, signer, protected, unprotected):
     payload = _claims(thu(doses=[(date(2021, 10, 1), None)]))
-    text = hc1_of(_sign1(signer.private_key, {4: signer.kid}, {1: -7}, payload))
-    assert verifier.parse(text, NOW).error == "bad_signature"
+    text = hc1_of(_sign1(signer.private_key, {**protected, 4: signer.kid}, unprotected, payload))
+    assert verifier.parse(text, NOW).ok
+
+
+@pytest.mark.parametrize("protected, unprotected", [
+    ({}, {}),                        # no algorithm at all
+    ({}, {1: -37}),                  # an EC key cannot be moved to PS256 by editing the unprotected header
+    ({1: -35}, {}),                  # ES384 on a P-256 key
+    ({1: "ES256"}, {}),              # not a COSE algorithm number
+])
+def test_alg_that_does_not_fit_the_key_fails(verifier, signer, protected, unprotected):
+    payload = _claims(thu(doses=[(date(2021, 10, 1), None)]))
+    signed = _sign1(signer.private_key, {**protected, 4: signer.kid}, unprotected, payload)
+    assert verifier.parse(hc1_of(signed), NOW).error == "bad_signature"
+
+
+def test_p384_signers_with_es256_and_es384(tmp_path):
+    key = ec.generate_private_key(ec.SECP384R1())
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    trust = TrustList(tmp_path / "trust.json")
+    trust.import_json([{"kid": base64.b64encode(b"p384-kid").decode(), "public_key": base64.b64encode(spki).decode()}])
+    payload = _claims(thu(doses=[(date(2021, 10, 1), None)]))
+
+    def signed(alg: int, digest) -> str:
+        prot = cbor2.dumps({1: alg, 4: b"p384-kid"})
+        r, s = decode_dss_signature(key.sign(cose.sig_structure(prot, payload), ec.ECDSA(digest())))
+        return hc1_of(cbor2.dumps(cbor2.CBORTag(18, [prot, {}, payload, r.to_bytes(48, "big") + s.to_bytes(48, "big")])))
+
+    assert DccVerifier(trust).parse(signed(-35, hashes.SHA384), NOW).ok  # ES384
+    assert DccVerifier(trust).parse(signed(-7, hashes.SHA256), NOW).ok   # ES256 on P-384, as Spain signs
+    assert DccVerifier(trust).parse(signed(-7, hashes.SHA384), NOW).error == "bad_signature"  # header lies about the hash
 
 
 def test_ps256(tmp_path):

@@ -131,7 +131,11 @@ def test_dcc_uses_its_own_signed_health_data_not_the_roster(tmp_path, roster):
     dcc = signed(HealthRecord(doses=(Dose(date(2021, 11, 2)),)))
     d = decider(tmp_path, roster, dcc=dcc).decide("HC1:ANY", NOW, True)
     assert (d.kind, d.verdict, d.reason) == (DCC, BLACK, "dose_too_recent")
-    assert d.subject == {"name": "N.V. THU", "birth": "1990-**-**"} and d.subject_ref is None
+    assert d.subject == {"name": "N.V. THU", "birth": "1990-**-**"}
+    # the holder (name and birth date) is traceable across certificates, and is not the roster's Thu
+    later = signed(HealthRecord(doses=(Dose(date(2021, 11, 2)), Dose(date(2021, 12, 1)))))
+    assert d.subject_ref and decider(tmp_path, roster, dcc=later).decide("HC1:ANY", NOW, True).subject_ref == d.subject_ref
+    assert d.subject_ref != decider(tmp_path, roster).decide(THU, NOW, True).subject_ref
     green = decider(tmp_path, None, dcc=signed(HealthRecord(recovered=date(2021, 9, 1)))).decide("HC1:X", NOW, True)
     assert (green.verdict, green.reason) == (GREEN, "recovered_180d")
     assert decider(tmp_path, None, "trace", dcc=dcc).decide("HC1:X", NOW, True).reason == "checked_in"

@@ -91,13 +91,13 @@ def test_bad_update_lists_every_problem_and_changes_nothing(tmp_path, trust):
     s = new_signer()
     trust.import_json([{"certificate": b64(s.certificate_der)}])
     before = (tmp_path / "trust.json").read_bytes()
-    p384 = ec.generate_private_key(ec.SECP384R1()).public_key().public_bytes(
+    p521 = ec.generate_private_key(ec.SECP521R1()).public_key().public_bytes(  # no DCC algorithm uses P-521
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     bad = [{"certificate": b64(new_signer().certificate_der)},  # fine, but the update is all or nothing
            {"certificate": "not base64!"},
            {"certificate": b64(b"\x30\x03\x02\x01\x01")},
-           {"kid": b64(b"k"), "public_key": b64(p384)},
-           {"public_key": b64(p384)},
+           {"kid": b64(b"k"), "public_key": b64(p521)},
+           {"public_key": b64(p521)},
            "text",
            {"kid": b64(b"x" * 40), "certificate": b64(s.certificate_der)},
            {"certificate": b64(s.certificate_der), "colour": "red"}]

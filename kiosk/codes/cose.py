@@ -1,4 +1,10 @@
-"""COSE_Sign1 (RFC 9052) as the EU DCC uses it: decode with CBOR limits, verify ES256/PS256 with `cryptography`.
+"""COSE_Sign1 (RFC 9052) as the EU DCC uses it: decode with CBOR limits, verify with `cryptography`.
+
+The trusted key bounds the algorithm: an RSA key verifies PS256 only; an EC key ECDSA only, with the signature
+width of its own curve. The `alg` header (protected, or unprotected where some issuers put it) picks the hash
+among the pairs accepted here: ES256 on P-256, ES384 on P-384, and ES256 on P-384, which RFC 9053 allows and
+Spain's signers use (EU dgc-testdata ES/401-403). Editing an unprotected `alg` can make a signature fail; it
+can never move a key to another key type's algorithm.
 
 Only the structure and the signature check live here; what the payload means is `kiosk.codes.dcc`'s concern.
 """
@@ -16,7 +22,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 ES256 = -7
+ES384 = -35
 PS256 = -37
+_EC_HASHES = {ES256: hashes.SHA256, ES384: hashes.SHA384}
+# EC curve -> (bytes per signature half, the algorithms accepted with it)
+_EC_CURVES = {"secp256r1": (32, {ES256}), "secp384r1": (48, {ES256, ES384})}
 HEADER_ALG = 1
 HEADER_KID = 4
 TAG_SIGN1 = 18
@@ -37,7 +47,8 @@ class Sign1:
 
     @property
     def alg(self) -> Any:
-        return self.protected_header.get(HEADER_ALG)
+        """The header's algorithm: protected first, then unprotected (only ever checked against the key's)."""
+        return self.protected_header.get(HEADER_ALG, self.unprotected.get(HEADER_ALG))
 
     @property
     def kid(self) -> bytes | None:
@@ -87,20 +98,28 @@ def decode_sign1(data: bytes, max_depth: int) -> Sign1:
     return Sign1(protected, header, unprotected, payload, signature)
 
 
+def accepts_key(public_key) -> bool:
+    """True for the key types a trust list may hold: EC P-256, EC P-384, RSA."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return public_key.curve.name in _EC_CURVES
+    return isinstance(public_key, rsa.RSAPublicKey)
+
+
 def verify(sign1: Sign1, public_key) -> bool:
-    """True when the signature is valid for `public_key` under the algorithm of the protected header."""
-    tbs = sign1.to_be_signed()
+    """True when the signature is valid for `public_key` under the header's algorithm, if the key allows it."""
+    alg, tbs = sign1.alg, sign1.to_be_signed()
     try:
-        if sign1.alg == ES256 and isinstance(public_key, ec.EllipticCurvePublicKey):
-            if public_key.curve.name != "secp256r1" or len(sign1.signature) != 64:
-                return False
-            r = int.from_bytes(sign1.signature[:32], "big")
-            s = int.from_bytes(sign1.signature[32:], "big")
-            public_key.verify(encode_dss_signature(r, s), tbs, ec.ECDSA(hashes.SHA256()))
-            return True
-        if sign1.alg == PS256 and isinstance(public_key, rsa.RSAPublicKey):
+        if isinstance(public_key, rsa.RSAPublicKey) and alg == PS256:
             pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
             public_key.verify(sign1.signature, tbs, pss, hashes.SHA256())
+            return True
+        if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name in _EC_CURVES:
+            half, algorithms = _EC_CURVES[public_key.curve.name]
+            if alg not in algorithms or len(sign1.signature) != 2 * half:  # COSE carries r || s, fixed width
+                return False
+            r = int.from_bytes(sign1.signature[:half], "big")
+            s = int.from_bytes(sign1.signature[half:], "big")
+            public_key.verify(encode_dss_signature(r, s), tbs, ec.ECDSA(_EC_HASHES[alg]()))
             return True
     except (InvalidSignature, ValueError):
         return False
