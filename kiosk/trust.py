@@ -174,6 +174,19 @@ def _from_doc(doc: dict[str, Any]) -> Signer:
 
 
 # ---------------------------------------------------------------------- parsing and validation
+def parse_files(paths: list[Path]) -> list[Signer]:
+    """The signers of every file, or one DataError naming every problem of every file (nothing imported)."""
+    signers, problems = [], []
+    for path in paths:
+        try:
+            signers.extend(parse_file(path))
+        except DataError as exc:
+            problems.extend([f"{path}: {p}" for p in exc.problems] or [str(exc)])
+    if problems:
+        raise DataError("trust import rejected, nothing imported", problems)
+    return signers
+
+
 def parse_file(path: Path) -> list[Signer]:
     """Signers in a PEM file (one or more certificates), a DER certificate or a JSON document."""
     try:

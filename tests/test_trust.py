@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.errors import DataError, StorageError
 from kiosk.issuing import new_signer
-from kiosk.trust import TrustList, kid_of
+from kiosk.trust import TrustList, kid_of, parse_files
 
 T0 = datetime(2021, 11, 15, 10, 0, tzinfo=timezone.utc)
 
@@ -124,6 +124,20 @@ def test_bad_files_are_rejected(tmp_path, trust):
         with pytest.raises(DataError, match=words):
             trust.import_file(tmp_path / name)
     assert trust.count == 0 and not (tmp_path / "trust.json").exists()
+
+
+def test_import_of_several_files_names_every_bad_one_and_imports_none(tmp_path):
+    good = tmp_path / "good.der"
+    good.write_bytes(new_signer().certificate_der)  # DER: one of the accepted file forms
+    (tmp_path / "garbage.der").write_bytes(b"\x00\x01garbage")
+    (tmp_path / "bad.json").write_text("[{")
+    files = [good, tmp_path / "garbage.der", tmp_path / "bad.json", tmp_path / "missing.pem"]
+    with pytest.raises(DataError) as err:
+        parse_files(files)
+    problems = err.value.problems
+    assert len(problems) == 3 and all(str(f) in p for f, p in zip(files[1:], problems))
+    assert not any(str(good) in p for p in problems)
+    assert len(parse_files([good])) == 1
 
 
 def test_duplicate_kid_for_different_keys_is_rejected(trust):

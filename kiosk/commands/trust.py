@@ -19,10 +19,10 @@ def register(sub, common) -> None:
 
 
 def run_import(args) -> int:
-    from kiosk.trust import TrustList, parse_file
+    from kiosk.trust import TrustList, parse_files
 
     trust = TrustList(load_config(args).trust.path)
-    signers = [s for name in args.files for s in parse_file(Path(name))]  # every file validated before any write
+    signers = parse_files([Path(name) for name in args.files])  # every file validated before any write
     trust.store(signers, replace=args.replace)  # a DataError lists every problem; kiosk.cli exits 65 with it
     emit({"imported": len(signers), "count": trust.count, "updated_at": trust.updated_at.isoformat()})
     return 0
