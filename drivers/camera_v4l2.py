@@ -1,4 +1,9 @@
-"""USB webcam through OpenCV's V4L2 back end (`/dev/videoN`), for kiosks without a Pi camera module."""
+"""USB webcam through OpenCV's V4L2 back end (`/dev/videoN`), for kiosks without a Pi camera module.
+
+One driver buffer: when decoding is slower than the webcam, the next read is the newest frame, not one
+queued a few hundred milliseconds ago. The tests put a stand-in `cv2` at the import seam that mimics exactly
+the calls made here (VideoCapture(index, CAP_V4L2), isOpened, set, read, release, cvtColor).
+"""
 from __future__ import annotations
 
 import logging
@@ -34,6 +39,7 @@ class V4l2Camera:
         capture.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
         capture.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
         capture.set(cv2.CAP_PROP_FPS, self.fps)
+        capture.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         self._capture = capture
         log.info("webcam /dev/video%d open", self.device)
 

@@ -9,8 +9,9 @@ import os
 
 from kiosk.errors import DeviceError
 
-I2C_FIX = ("enable I2C with raspi-config (Interface Options > I2C), check the address with `i2cdetect -y 1`, "
-           "add the user to the i2c group (sudo usermod -aG i2c $USER)")
+I2C_FIX = ("enable I2C with raspi-config (Interface Options > I2C), check the wiring and the address with "
+           "`i2cdetect -y {port}` (set display.i2c_address), add the user to the i2c group "
+           "(sudo usermod -aG i2c $USER)")
 SPI_FIX = ("enable SPI with raspi-config (Interface Options > SPI), check display.spi_port/spi_device and the "
            "DC/RST pins, add the user to the spi and gpio groups")
 
@@ -57,7 +58,7 @@ def _oled_i2c(d):
         return getattr(oled, d.type)(serial, width=128, height=64, rotate=d.rotate)
     except (LumaError, OSError) as exc:
         raise DeviceError(f"{d.type} panel at I2C bus {d.i2c_port} address {d.i2c_address:#04x} not usable "
-                          f"({exc}): {I2C_FIX}") from None
+                          f"({exc}): {I2C_FIX.format(port=d.i2c_port)}") from None
 
 
 def _ssd1351(d):
@@ -89,6 +90,9 @@ def _hdmi(d):
             pg = device._pygame
             device._screen = pg.display.set_mode((device._w, device._h), pg.FULLSCREEN | pg.SCALED)  # unrotated size
             pg.mouse.set_visible(False)
+        # The emulator calls sys.exit() on Escape or a window-close event: a passer-by with a keyboard must not
+        # be able to stop the kiosk's screen (the service is stopped through systemd).
+        device._abort = lambda: False
     except Exception as exc:  # pygame.error: no video device
         raise DeviceError(f"no screen for display.type hdmi ({exc}): run on the Pi's console with "
                           f"SDL_VIDEODRIVER=kmsdrm, or in a desktop session with DISPLAY set"

@@ -13,7 +13,13 @@
 # The operator's /etc/kiosk/kiosk.toml is never overwritten.
 set -euo pipefail
 
-APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio libzbar0 fonts-dejavu-core i2c-tools)
+# python3-evdev and python3-spidev: Debian's builds, so pip finds them installed instead of compiling them.
+APT_PACKAGES=(python3-venv python3-picamera2 python3-lgpio python3-evdev python3-spidev libzbar0 fonts-dejavu-core
+              i2c-tools)
+# Debian's picamera2 imports simplejpeg, built against Bookworm's numpy 1.x: a pip numpy 2 in the venv (current
+# opencv-python-headless wheels ask for one) breaks it with "numpy.dtype size changed". pip then picks an opencv
+# release that accepts numpy 1.x.
+PIP_CONSTRAINTS="numpy<2"
 SERVICE_USER=kiosk
 SERVICE_GROUPS=(video gpio i2c spi dialout input)
 PROJECT_ITEMS=(pyproject.toml README.md kiosk drivers config systemd scripts)
@@ -144,7 +150,11 @@ step_venv() {
   changed venv "python3 -m venv --system-site-packages; pip install .[pi]"
   [ "$DRY_RUN" -eq 0 ] || return 0
   [ -x "$APP/.venv/bin/python" ] || python3 -m venv --system-site-packages "$APP/.venv"
-  "$APP/.venv/bin/pip" install --quiet --disable-pip-version-check "${APP}[pi]"
+  local constraints
+  constraints="$(mktemp)"
+  printf '%s\n' "$PIP_CONSTRAINTS" > "$constraints"
+  "$APP/.venv/bin/pip" install --quiet --disable-pip-version-check --constraint "$constraints" "${APP}[pi]"
+  rm -f "$constraints"
   echo "$digest" > "$stamp"
 }
 

@@ -138,46 +138,83 @@ def test_replay_unreadable_video_is_a_device_error(tmp_path):
 
 
 # ---------------------------------------------------------------- picamera2 stand-in
+# Camera Module 3 (imx708) as picamera2 lists it: size, fps and crop_limits per mode (abridged).
+IMX708_MODES = [
+    {"format": "SRGGB10_CSI2P", "unpacked": "SRGGB10", "bit_depth": 10, "size": (1536, 864), "fps": 120.13,
+     "crop_limits": (768, 432, 3072, 1728)},
+    {"format": "SRGGB10_CSI2P", "unpacked": "SRGGB10", "bit_depth": 10, "size": (2304, 1296), "fps": 56.03,
+     "crop_limits": (0, 0, 4608, 2592)},
+    {"format": "SRGGB10_CSI2P", "unpacked": "SRGGB10", "bit_depth": 10, "size": (4608, 2592), "fps": 14.35,
+     "crop_limits": (0, 0, 4608, 2592)},
+]
+# Camera Module 2 (imx219): the fast 640x480 mode is a centre crop, 1640x1232 binned sees everything.
+IMX219_MODES = [
+    {"format": "SRGGB10_CSI2P", "unpacked": "SRGGB10", "bit_depth": 10, "size": (640, 480), "fps": 103.33,
+     "crop_limits": (1000, 752, 1280, 960)},
+    {"format": "SRGGB10_CSI2P", "unpacked": "SRGGB10", "bit_depth": 10, "size": (1640, 1232), "fps": 41.85,
+     "crop_limits": (0, 0, 3280, 2464)},
+    {"format": "SRGGB10_CSI2P", "unpacked": "SRGGB10", "bit_depth": 10, "size": (3280, 2464), "fps": 21.19,
+     "crop_limits": (0, 0, 3280, 2464)},
+]
+
+
 class StandInPicamera2:
-    """Mimics the picamera2 calls the adapter makes. YUV420 arrives as (height * 3/2, stride) uint8."""
+    """Mimics the picamera2 calls the adapter makes, with their real signatures and return shapes:
+    YUV420 arrives as (height * 3/2, stride) uint8; capture_array(wait=seconds) raises TimeoutError
+    (concurrent.futures.Future.result) when no frame comes in time."""
 
     instances: list["StandInPicamera2"] = []
     fail_open: Exception | None = None
     fail_capture: Exception | None = None
+    frames_stop = False  # the sensor stops delivering: capture_array waits, then times out
     has_autofocus = True
+    modes: list[dict] = IMX708_MODES
     stride_pad = 64
     y_plane: np.ndarray | None = None
 
-    def __init__(self, camera_num: int = 0):
+    def __init__(self, camera_num: int = 0, verbose_console=None, tuning=None):
         if StandInPicamera2.fail_open is not None:
             raise StandInPicamera2.fail_open
-        self.camera_controls = {"ExposureTime": (100, 1000000, 20000), "FrameRate": (1.0, 120.0, 30.0)}
+        self.camera_controls = {"ExposureTime": (100, 1000000, 20000), "FrameDurationLimits": (8333, 1000000, 33333)}
         if StandInPicamera2.has_autofocus:
             self.camera_controls["AfMode"] = (0, 2, 0)
         self.config = None
+        self.waits: list = []
         self.started = self.stopped = self.closed = False
         StandInPicamera2.instances.append(self)
 
-    def create_video_configuration(self, main=None, lores=None, raw=None, controls=None, **kwargs):
-        return {"use_case": "video", "main": dict(main or {}), "controls": dict(controls or {})}
+    @property
+    def sensor_modes(self) -> list[dict]:
+        return [dict(m) for m in StandInPicamera2.modes]
+
+    def create_video_configuration(self, main={}, lores=None, raw={}, transform=None, colour_space=None,
+                                   buffer_count=6, controls={}, display="main", encode="main", queue=True,
+                                   sensor={}, use_case="video"):
+        return {"use_case": use_case, "main": dict(main), "lores": lores, "controls": dict(controls),
+                "sensor": sensor}
 
     def configure(self, config):
+        assert not self.started, "picamera2: Camera must be stopped before configuring"
         self.config = config
 
-    def start(self):
+    def start(self, config=None, show_preview=None):
         assert self.config is not None, "picamera2 must be configured before start()"
         self.started = True
 
-    def capture_array(self, name="main"):
+    def capture_array(self, name="main", wait=None, signal_function=None):
         assert self.started and name == "main"
+        self.waits.append(wait)
         if StandInPicamera2.fail_capture is not None:
             raise StandInPicamera2.fail_capture
+        if StandInPicamera2.frames_stop:
+            raise TimeoutError()  # what Future.result(timeout=wait) raises
         w, h = self.config["main"]["size"]
         yuv = np.full((h * 3 // 2, w + self.stride_pad), 128, np.uint8)  # chroma and padding: mid-grey
         yuv[:h, :w] = self.y_plane
         return yuv
 
     def stop(self):
+        self.started = False
         self.stopped = True
 
     def close(self):
@@ -188,7 +225,9 @@ class StandInPicamera2:
 def picam(monkeypatch):
     StandInPicamera2.instances = []
     StandInPicamera2.fail_open = StandInPicamera2.fail_capture = None
+    StandInPicamera2.frames_stop = False
     StandInPicamera2.has_autofocus = True
+    StandInPicamera2.modes = IMX708_MODES
     StandInPicamera2.y_plane = qr("PICAMERA2 Y PLANE", (640, 480))
     picamera2 = types.ModuleType("picamera2")
     picamera2.Picamera2 = StandInPicamera2
@@ -205,11 +244,12 @@ def test_picamera2_configures_yuv420_and_returns_the_y_plane(picam):
     camera.start()
     frame = camera.read()
     cam = picam.instances[-1]
-    assert cam.config["main"] == {"size": (640, 480), "format": "YUV420"}
+    assert cam.config["main"] == {"size": (640, 480), "format": "YUV420"} and cam.config["lores"] is None
     assert cam.config["controls"] == {"FrameRate": 25.0, "ExposureTime": 10000, "AfMode": "AfModeContinuous"}
     assert frame.shape == (480, 640) and frame.dtype == np.uint8 and frame.flags["C_CONTIGUOUS"]
     assert np.array_equal(frame, picam.y_plane)  # no chroma rows, no stride padding
     assert ZxingDecoder().decode(frame) == ["PICAMERA2 Y PLANE"]
+    assert cam.waits == [camera_picamera2.FRAME_TIMEOUT_S]  # never an unbounded wait
     camera.close()
     assert cam.stopped and cam.closed
 
@@ -219,6 +259,21 @@ def test_picamera2_without_autofocus_or_fixed_exposure(picam):
     camera = Picamera2Camera(640, 480, 30.0, autofocus=True, exposure_us=0)
     camera.start()
     assert picam.instances[-1].config["controls"] == {"FrameRate": 30.0}
+
+
+@pytest.mark.parametrize("modes, fps, size, expected", [
+    (IMX708_MODES, 30.0, (640, 480), {"output_size": (2304, 1296), "bit_depth": 10}),  # full view at 56 fps
+    (IMX708_MODES, 90.0, (640, 480), {"output_size": (1536, 864), "bit_depth": 10}),  # only the fast mode
+    (IMX219_MODES, 30.0, (640, 480), {"output_size": (1640, 1232), "bit_depth": 10}),  # binned, not the crop
+    (IMX219_MODES, 120.0, (640, 480), {"output_size": (640, 480), "bit_depth": 10}),  # none that fast: fastest
+    (IMX219_MODES, 30.0, (2000, 1500), {"output_size": (3280, 2464), "bit_depth": 10}),  # covers the size
+    ([{"format": "MJPEG"}], 30.0, (640, 480), None),  # a USB camera through libcamera: no raw modes
+])
+def test_picamera2_chooses_the_sensor_mode(picam, modes, fps, size, expected):
+    picam.modes = modes
+    camera = Picamera2Camera(*size, fps=fps)
+    camera.start()
+    assert picam.instances[-1].config["sensor"] == expected
 
 
 def test_picamera2_missing_camera_names_the_fix(picam):
@@ -238,6 +293,63 @@ def test_picamera2_capture_failure_then_restart(picam):
     camera.start()  # what the pipeline does after its backoff
     assert first.closed and picam.instances[-1] is not first
     assert camera.read().shape == (480, 640)
+
+
+def test_picamera2_frames_stopping_is_a_device_error_not_a_hang(picam):
+    camera = Picamera2Camera()
+    camera.start()
+    picam.frames_stop = True  # ribbon cable pulled: no more frames
+    with pytest.raises(DeviceError, match="capture failed.*TimeoutError"):
+        camera.read()
+    picam.frames_stop = False
+
+
+def test_picamera2_failing_mid_run_keeps_the_kiosk_running(picam, tmp_path):
+    """The real App loop over the picamera2 adapter: alarm while the camera is down, then it recovers."""
+    from kiosk.app import App
+
+    ticks = [0.0]
+
+    def monotonic():
+        ticks[0] += 1.0  # every guard call is a second later: retries are due at once
+        return ticks[0]
+
+    cfg = config.load(data={"camera": {"type": "picamera2", "retry_seconds": 0.5}, "display": {"type": "none"},
+                            "gpio": {"pin_factory": "mock"}, "mqtt": {"enabled": False}},
+                      overrides=[f"journal.path={tmp_path}/j.sqlite", f"roster.path={tmp_path}/r.json",
+                                 f"trust.path={tmp_path}/t.json"])
+    app = App(cfg, monotonic=monotonic)
+    seen = []
+    reads = {"n": 0}
+    real_read = app.camera.read
+
+    def read():
+        reads["n"] += 1
+        if reads["n"] == 2:
+            picam.frames_stop = True  # unplugged after the first frame
+        if reads["n"] == 4:
+            seen.append(app.alarms())
+            picam.frames_stop = False  # plugged back in
+        return real_read()
+
+    app.camera.read = read
+    result = app.run(max_frames=3)
+    assert result.stopped_because == "max_frames"
+    assert "camera_failed" in seen[0] and "camera_failed" not in app.alarms()
+    assert len(picam.instances) >= 2 and picam.instances[0].closed  # closed and opened again
+
+
+def test_picamera2_with_a_mismatched_numpy_names_the_fix(monkeypatch):
+    broken = types.ModuleType("picamera2")
+
+    def fail(name):  # what importing Debian's picamera2 (simplejpeg) under pip's numpy 2 raises
+        raise ValueError("numpy.dtype size changed, may indicate binary incompatibility. Expected 96 from C "
+                         "header, got 88 from PyObject")
+
+    broken.__getattr__ = fail
+    monkeypatch.setitem(sys.modules, "picamera2", broken)
+    with pytest.raises(DeviceError, match="numpy<2"):
+        Picamera2Camera().start()
 
 
 def test_picamera2_read_before_start_and_missing_module(monkeypatch):
@@ -290,6 +402,7 @@ def fake_cv2(monkeypatch):
     stand_in = types.SimpleNamespace(
         VideoCapture=StandInCapture, CAP_V4L2=cv2.CAP_V4L2, CAP_PROP_FRAME_WIDTH=cv2.CAP_PROP_FRAME_WIDTH,
         CAP_PROP_FRAME_HEIGHT=cv2.CAP_PROP_FRAME_HEIGHT, CAP_PROP_FPS=cv2.CAP_PROP_FPS,
+        CAP_PROP_BUFFERSIZE=cv2.CAP_PROP_BUFFERSIZE,
         COLOR_BGR2GRAY=cv2.COLOR_BGR2GRAY, cvtColor=cv2.cvtColor)
     monkeypatch.setitem(sys.modules, "cv2", stand_in)
     return StandInCapture
@@ -301,7 +414,8 @@ def test_v4l2_unplugged_mid_run_then_reopened(fake_cv2):
     camera.start()
     first = fake_cv2.opened[-1]
     assert (first.index, first.backend) == (2, cv2.CAP_V4L2)
-    assert first.props == {cv2.CAP_PROP_FRAME_WIDTH: 640, cv2.CAP_PROP_FRAME_HEIGHT: 480, cv2.CAP_PROP_FPS: 15.0}
+    assert first.props == {cv2.CAP_PROP_FRAME_WIDTH: 640, cv2.CAP_PROP_FRAME_HEIGHT: 480, cv2.CAP_PROP_FPS: 15.0,
+                           cv2.CAP_PROP_BUFFERSIZE: 1}
     frame = camera.read()
     assert frame.shape == (480, 640) and frame.dtype == np.uint8
     assert int(frame[0, 0]) == cv2.cvtColor(np.array([[[10, 100, 200]]], np.uint8), cv2.COLOR_BGR2GRAY)[0, 0]

@@ -61,6 +61,20 @@ def test_check_clock_on_the_system_clock(tmp_path, capsys):
         assert "timedatectl" in checks["clock"]["detail"] and "NTP" in checks["clock"]["detail"]
 
 
+def test_check_names_the_fake_hwclock_case(tmp_path, capsys, monkeypatch):
+    from kiosk import app
+    from kiosk.clock import STA_UNSYNC, KernelTime, SystemClock
+
+    saved = tmp_path / "fake-hwclock.data"
+    saved.write_text("2021-11-14 23:00:00\n")  # what fake-hwclock restored at boot, offline
+    monkeypatch.setattr(app, "build_clock", lambda cfg: SystemClock(
+        "Asia/Ho_Chi_Minh", adjtimex=lambda: KernelTime(STA_UNSYNC, 16_000_000),
+        timesync_flag=tmp_path / "synchronized", fake_hwclock_data=saved))
+    status, checks, _ = run(capsys, ["check", *sets(tmp_path, "mqtt.enabled=false")])
+    assert status == 1 and not checks["clock"]["ok"]
+    assert "fake-hwclock" in checks["clock"]["detail"] and "timedatectl" in checks["clock"]["detail"]
+
+
 def test_check_reports_device_problems_and_keeps_going(tmp_path, capsys):
     status, checks, err = run(capsys, ["check", *sets(tmp_path, "mqtt.enabled=false", "display.type=ssd1306",
                                                       "reader.type=serial", f"reader.port={tmp_path}/ttyNONE")])

@@ -175,6 +175,38 @@ def test_serial_reopen_after_unplug():
         os.close(slave)
 
 
+def test_serial_device_vanishes_and_comes_back(tmp_path):
+    """Unplugged mid-read and plugged in again: udev gives a new tty behind the same /dev/serial/by-id link."""
+    link = tmp_path / "usb-QR_Reader-if00"
+
+    def plug() -> int:
+        master, slave = os.openpty()
+        link.unlink(missing_ok=True)
+        link.symlink_to(os.ttyname(slave))
+        os.close(slave)
+        return master
+
+    master = plug()
+    reader = reader_serial.SerialReader(str(link), 9600, idle_gap=30.0)
+    reader.start()
+    try:
+        os.write(master, b"079123")  # half a code, then the cable is pulled
+        assert reader.read(0.05) is None
+        os.close(master)
+        link.unlink()
+        with pytest.raises(DeviceError, match="unplugged"):
+            reader.read(1.0)
+        with pytest.raises(DeviceError, match="cannot open"):
+            reader.start()  # still gone: the guard retries later
+        master = plug()
+        reader.start()
+        os.write(master, b"BADGE-0007\r")
+        assert reader.read(2.0) == "BADGE-0007"  # the half code from before the unplug is not in front of it
+    finally:
+        reader.close()
+        os.close(master)
+
+
 def test_serial_missing_port_is_device_error(tmp_path):
     reader = reader_serial.SerialReader(str(tmp_path / "ttyACM9"), 9600)
     with pytest.raises(DeviceError, match="dialout"):

@@ -17,7 +17,18 @@ REPO = Path(__file__).resolve().parents[1]
 UNIT = REPO / "systemd" / "kiosk.service"
 INSTALL = REPO / "scripts" / "install.sh"
 EXAMPLE = REPO / "config" / "kiosk.example.toml"
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+def tool(name: str, package: str) -> str:
+    """Path of a checking tool. Missing: a skip on a developer's machine, a failure in CI (CI=true), where a
+    silently skipped check would pass a broken unit or script."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (apt install {package})"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
 
 
 def unit_sections() -> configparser.ConfigParser:
@@ -43,6 +54,16 @@ def test_unit_has_the_required_settings():
         assert key not in service
 
 
+def test_a_missing_checking_tool_fails_in_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="apt install systemd"):
+        tool("systemd-analyze", "systemd")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        tool("systemd-analyze", "systemd")
+
+
 def _verifiable_copy(tmp_path: Path, text: str) -> Path:
     """The unit with ExecStart pointed at an executable that exists here (verify checks it)."""
     exe = tmp_path / "kiosk"
@@ -54,29 +75,34 @@ def _verifiable_copy(tmp_path: Path, text: str) -> Path:
 
 
 def _verify(unit: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, cwd=unit.parent,
-                          env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
+    return subprocess.run([tool("systemd-analyze", "systemd"), "verify", str(unit)], capture_output=True, text=True,
+                          cwd=unit.parent, env={**os.environ, "SYSTEMD_LOG_COLOR": "0"})
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_verify_passes_without_warnings(tmp_path):
     result = _verify(_verifiable_copy(tmp_path, UNIT.read_text()))
     assert result.returncode == 0, result.stderr
     assert "kiosk.service" not in result.stdout + result.stderr  # any warning about the unit names it
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+def test_systemd_analyze_verify_checks_the_exec_start_binary(tmp_path):
+    # the copy above points ExecStart at a real executable because verify insists on one: prove it does
+    unit = tmp_path / "kiosk.service"
+    unit.write_text(UNIT.read_text().replace("/opt/kiosk/.venv/bin/kiosk", str(tmp_path / "missing")))
+    result = _verify(unit)
+    assert result.returncode != 0 and "is not executable" in result.stderr
+
+
 def test_systemd_analyze_verify_catches_a_mistake(tmp_path):
     # verify exits 0 on unknown keys; the check above relies on its warnings, so prove they appear
     result = _verify(_verifiable_copy(tmp_path, UNIT.read_text().replace("WatchdogSec=", "WatchdogSecs=")))
     assert "Unknown key 'WatchdogSecs'" in result.stderr
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
 def test_systemd_analyze_security_exposure_is_ok(tmp_path):
     unit = _verifiable_copy(tmp_path, UNIT.read_text())
-    result = subprocess.run([SYSTEMD_ANALYZE, "security", "--offline=true", "--threshold=30", "--no-pager", str(unit)],
-                            capture_output=True, text=True, cwd=tmp_path)
+    command = [tool("systemd-analyze", "systemd"), "security", "--offline=true", "--threshold=30", "--no-pager"]
+    result = subprocess.run([*command, str(unit)], capture_output=True, text=True, cwd=tmp_path)
     if "Unknown option" in result.stderr or "unrecognized option" in result.stderr:
         pytest.skip("this systemd-analyze has no offline security analysis")
     assert result.returncode == 0, result.stdout[-600:]
@@ -212,7 +238,8 @@ def test_script_syntax():
     subprocess.run(["bash", "-n", str(INSTALL)], check=True)
 
 
-@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
-def test_shellcheck():
-    result = subprocess.run(["shellcheck", str(INSTALL)], capture_output=True, text=True)
+def test_shellcheck_every_script():
+    scripts = sorted((REPO / "scripts").glob("*.sh"))
+    assert INSTALL in scripts
+    result = subprocess.run([tool("shellcheck", "shellcheck"), *map(str, scripts)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout

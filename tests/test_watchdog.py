@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
+import numpy as np
 import pytest
 
 from kiosk.watchdog import Notifier, Watchdog, watchdog_interval
@@ -124,3 +126,63 @@ def test_interval_taken_from_environment(monkeypatch):
     monkeypatch.setenv("WATCHDOG_USEC", "8000000")
     monkeypatch.delenv("WATCHDOG_PID", raising=False)
     assert Watchdog(Notifier({})).interval == 4.0
+
+
+class StallingCamera:
+    """Blank frames until `stall` is set, then read() hangs (a wedged driver) until `release` is set."""
+
+    def __init__(self):
+        self.stall, self.release, self.stalled = threading.Event(), threading.Event(), threading.Event()
+
+    def start(self):
+        pass
+
+    def read(self):
+        if self.stall.is_set() and not self.release.is_set():
+            self.stalled.set()
+            self.release.wait(10.0)
+        return np.full((64, 64), 200, np.uint8)
+
+    def close(self):
+        pass
+
+
+def test_the_real_loop_stops_feeding_the_watchdog_while_it_hangs(systemd_socket, tmp_path):
+    from kiosk import config
+    from kiosk.app import App
+
+    sock, path = systemd_socket
+    cfg = config.load(data={"camera": {"type": "picamera2"}, "display": {"type": "none"}, "mqtt": {"enabled": False},
+                            "gpio": {"pin_factory": "mock"}},
+                      overrides=[f"journal.path={tmp_path}/j.sqlite", f"roster.path={tmp_path}/r.json",
+                                 f"trust.path={tmp_path}/t.json"])
+    camera = StallingCamera()
+    dog = Watchdog(Notifier({"NOTIFY_SOCKET": path}), interval=0.02)
+    built, result = threading.Event(), {}
+
+    def serve():  # the journal's SQLite connection belongs to the thread that runs the kiosk
+        result["app"] = app = App(cfg, devices={"camera": camera, "display": None})
+        built.set()
+        result["run"] = app.run(watchdog=dog)
+
+    runner = threading.Thread(target=serve, daemon=True)
+    runner.start()
+    assert built.wait(10.0)
+    app = result["app"]
+    try:
+        assert sock.recv(64) == b"READY=1"
+        assert [sock.recv(64) for _ in range(3)] == [b"WATCHDOG=1"] * 3  # fed while frames flow
+        camera.stall.set()
+        assert camera.stalled.wait(5.0)
+        received(sock)  # a ping sent just before the hang
+        sock.settimeout(0.5)  # 25 intervals of silence
+        with pytest.raises(socket.timeout):
+            sock.recv(64)
+        camera.release.set()  # the driver comes back: so do the pings
+        sock.settimeout(2.0)
+        assert sock.recv(64) == b"WATCHDOG=1"
+    finally:
+        camera.release.set()
+        app.stop()
+        runner.join(10.0)
+    assert not runner.is_alive() and result["run"].stopped_because == "stopped"

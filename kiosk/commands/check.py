@@ -82,8 +82,10 @@ def _probe_clock(cfg) -> str:
 
     clock = build_clock(cfg)
     if not clock.synced():
-        raise KioskError("system clock is not NTP-synchronised: date rules follow the fail policy "
-                         "(check `timedatectl` and network access to an NTP server)")
+        why = ("the time was restored by fake-hwclock after a reboot without network"
+               if getattr(clock, "state", lambda: "")() == "fake-hwclock" else "system clock is not NTP-synchronised")
+        raise KioskError(f"{why}: date rules follow the fail policy until NTP sets the time (check `timedatectl` "
+                         "and network access to an NTP server)")
     return f"synchronised, {clock.now().isoformat(timespec='seconds')}"
 
 
