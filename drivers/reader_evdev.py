@@ -1,7 +1,8 @@
 """USB HID keyboard-wedge QR readers through evdev (`/dev/input/by-id/...-event-kbd`).
 
 The device is grabbed so its keystrokes reach only the kiosk (not a console login). Key presses are mapped
-with a US layout (Shift included). A read ends at Enter / keypad Enter; a reader configured without a
+with a US layout (Shift included). A read ends at Enter, keypad Enter or Tab (the suffixes readers are set
+to; no code the kiosk reads contains a tab); a reader configured without a
 suffix (or one that drops control characters) is handled by the inter-key gap: no key for `IDLE_GAP_S`
 ends the read, so a valid code is neither lost nor merged with the next one. Bursts already queued are
 split on the events' own timestamps, so a slow main loop does not merge two codes either.
@@ -39,7 +40,7 @@ _KEYMAP: dict[str, tuple[str, str]] = {
     "KEY_KPDOT": (".", "."), "KEY_KPMINUS": ("-", "-"), "KEY_KPPLUS": ("+", "+"),
     "KEY_KPASTERISK": ("*", "*"), "KEY_KPSLASH": ("/", "/"),
 }
-_ENTER = ("KEY_ENTER", "KEY_KPENTER")
+_ENTER = ("KEY_ENTER", "KEY_KPENTER", "KEY_TAB")  # keys that end a read
 _SHIFT = ("KEY_LEFTSHIFT", "KEY_RIGHTSHIFT")
 _OTHER_MODIFIERS = ("KEY_LEFTCTRL", "KEY_RIGHTCTRL", "KEY_LEFTALT", "KEY_RIGHTALT", "KEY_LEFTMETA", "KEY_RIGHTMETA")
 _IGNORED = ("KEY_CAPSLOCK", "KEY_NUMLOCK", "KEY_SCROLLLOCK")  # state keys some readers send at power-up

@@ -219,6 +219,7 @@ class App:
         self._reader_guard = DeviceGuard("reader", self.reader, cfg.camera.retry_seconds, monotonic)
         self._last_purge: float | None = None
         self._stop = threading.Event()
+        self._watchdog = None  # set by run(): systemd's watchdog and status line
         # Replays only (demo): draw every result screen instead of skipping to the newest one.
         self.wait_for_screens = False
 
@@ -319,7 +320,8 @@ class App:
                 self._reader_guard.start()
             if self.uplink:
                 self.uplink.start()
-            self.feedback.set_alarms(self.alarms())
+            self._watchdog = watchdog
+            self._show_alarms()
             if watchdog:
                 watchdog.ready()
             while not self._stop.is_set():
@@ -363,9 +365,15 @@ class App:
         self.feedback.tick()
         if self.uplink:
             self.uplink.run_pending_commands(self.command_handlers())
-        self.feedback.set_alarms(self.alarms())
+        self._show_alarms()
         self._maybe_purge()
         return more
+
+    def _show_alarms(self) -> None:
+        alarms = self.alarms()
+        self.feedback.set_alarms(alarms)
+        if self._watchdog:
+            self._watchdog.report(alarms)
 
     def _read_camera(self) -> tuple[bool, bool]:
         """(a frame was read, more input may come)."""

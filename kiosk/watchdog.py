@@ -2,6 +2,7 @@
 
 `Watchdog` pings only when the main loop reported progress since the last ping, so a loop that stalls
 (a hung camera read, a deadlock) stops the pings and systemd restarts the service after `WatchdogSec=`.
+It also keeps systemd's status line (`systemctl status kiosk`) on the kiosk's alarms, sent once per change.
 Everything is a no-op outside systemd (NOTIFY_SOCKET / WATCHDOG_USEC unset).
 """
 from __future__ import annotations
@@ -78,6 +79,7 @@ class Watchdog:
         self._monotonic = monotonic
         self._progressed = False
         self._last_ping = monotonic()
+        self._status: str | None = None
 
     def ready(self) -> None:
         """Start-up is complete; systemd's watchdog timer runs from here."""
@@ -100,3 +102,10 @@ class Watchdog:
         self._progressed = False
         self._last_ping = now
         return self.notifier.watchdog()
+
+    def report(self, alarms: list[str]) -> None:
+        """Show the kiosk's alarms in `systemctl status`; a notification only when they change."""
+        text = "scanning" if not alarms else "scanning with alarms: " + ", ".join(alarms)
+        if text != self._status:
+            self._status = text
+            self.notifier.status(text)

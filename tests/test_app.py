@@ -115,6 +115,9 @@ def app_in_thread(make_app):
         def tick(self):
             pass
 
+        def report(self, alarms):
+            pass
+
     def main():
         result["app"] = app = make_app()
         result["events"] = journaled_events(app)
@@ -520,6 +523,9 @@ class RoundCounter:
         pass
 
     def tick(self):
+        pass
+
+    def report(self, alarms):
         pass
 
     def progress(self):

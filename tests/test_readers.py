@@ -345,6 +345,14 @@ def test_evdev_us_keymap_with_shift_and_enter(wedge):
     assert reader.read(0.0) is None
 
 
+@pytest.mark.parametrize("suffix", ["KEY_KPENTER", "KEY_TAB"])
+def test_evdev_other_read_suffixes(wedge, suffix):
+    reader, dev, typist = wedge
+    codes = ["079090000001|NGUYEN VAN THU|1990-12-01|0|163000000000000001|<1<<", "HC1:6BF+OXN%TS3"]
+    dev.push([event for code in codes for event in typist.text(code, enter=suffix)])
+    assert [reader.read(1.0), reader.read(1.0)] == codes
+
+
 def test_evdev_every_printable_ascii_character(wedge):
     reader, dev, typist = wedge
     text = "".join(US)

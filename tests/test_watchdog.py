@@ -128,6 +128,24 @@ def test_interval_taken_from_environment(monkeypatch):
     assert Watchdog(Notifier({})).interval == 4.0
 
 
+def next_ping(sock) -> bytes:
+    """The next notification that is not a status line."""
+    while (message := sock.recv(256)).startswith(b"STATUS="):
+        pass
+    return message
+
+
+def test_status_line_follows_the_alarms_once_per_change(systemd_socket):
+    sock, path = systemd_socket
+    dog = Watchdog(Notifier({"NOTIFY_SOCKET": path}), interval=0.0)  # service.watchdog = false: no pings
+    for alarms in ([], [], ["mqtt_offline"], ["mqtt_offline"], ["mqtt_offline", "clock_unsynced"], []):
+        dog.report(alarms)
+    dog.progress()
+    assert not dog.tick(now=10_000.0)
+    assert received(sock) == ["STATUS=scanning", "STATUS=scanning with alarms: mqtt_offline",
+                              "STATUS=scanning with alarms: mqtt_offline, clock_unsynced", "STATUS=scanning"]
+
+
 class StallingCamera:
     """Blank frames until `stall` is set, then read() hangs (a wedged driver) until `release` is set."""
 
@@ -170,8 +188,8 @@ def test_the_real_loop_stops_feeding_the_watchdog_while_it_hangs(systemd_socket,
     assert built.wait(10.0)
     app = result["app"]
     try:
-        assert sock.recv(64) == b"READY=1"
-        assert [sock.recv(64) for _ in range(3)] == [b"WATCHDOG=1"] * 3  # fed while frames flow
+        assert next_ping(sock) == b"READY=1"
+        assert [next_ping(sock) for _ in range(3)] == [b"WATCHDOG=1"] * 3  # fed while frames flow
         camera.stall.set()
         assert camera.stalled.wait(5.0)
         received(sock)  # a ping sent just before the hang
@@ -180,7 +198,7 @@ def test_the_real_loop_stops_feeding_the_watchdog_while_it_hangs(systemd_socket,
             sock.recv(64)
         camera.release.set()  # the driver comes back: so do the pings
         sock.settimeout(2.0)
-        assert sock.recv(64) == b"WATCHDOG=1"
+        assert next_ping(sock) == b"WATCHDOG=1"
     finally:
         camera.release.set()
         app.stop()

@@ -23,7 +23,7 @@ def run(args) -> int:
     logging.getLogger().setLevel(cfg.service.log_level.upper() if not args.verbose else logging.DEBUG)
     app = App(cfg)
     notifier = Notifier()
-    watchdog = Watchdog(notifier) if cfg.service.watchdog else None
+    watchdog = Watchdog(notifier, interval=None if cfg.service.watchdog else 0.0)  # 0: status lines, no pings
 
     def on_signal(signum, frame):
         log.info("signal %d: stopping", signum)
