@@ -5,7 +5,7 @@ Runs the real pipeline (decoder, decider, feedback with mock GPIO and the luma d
 journal) on the bundled scenes, with the debounce window at 0 so every frame with a code is decided.
 Prints p50/p95 of the latency and the per-frame loop time.
 
-    .venv/bin/python bench/pipeline.py [--rounds 5] [--decoder zxing|zbar] [--json]
+    .venv/bin/python bench/pipeline.py [--rounds 5] [--decoder auto|zxing|zbar] [--json]
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="passes over the scenes")
-    ap.add_argument("--decoder", default="zxing", choices=("zxing", "zbar"))
+    ap.add_argument("--decoder", default="auto", choices=("auto", "zxing", "zbar"), help="default: the product default")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

@@ -47,7 +47,7 @@ class Str(Value):
         if self.choices and raw not in self.choices:
             hint = difflib.get_close_matches(raw, self.choices, n=1)
             extra = f' (did you mean "{hint[0]}"?)' if hint else ""
-            raise ValueError(f'"{raw}" is not one of {", ".join(self.choices)}{extra}')
+            raise ValueError(f'{_got(raw)} is not one of {", ".join(self.choices)}{extra}')
         if len(raw) > self.max_len:
             raise ValueError(f"longer than {self.max_len} characters")
         return raw
@@ -63,7 +63,7 @@ class Int(Value):
 
     def convert(self, raw, key):
         if isinstance(raw, bool) or not isinstance(raw, int):
-            raise ValueError(f"expected an integer, got {type(raw).__name__}")
+            raise ValueError(f"expected an integer, got {_got(raw)}")
         _bounds(raw, self.min, self.max)
         return raw
 
@@ -78,7 +78,7 @@ class Float(Value):
 
     def convert(self, raw, key):
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-            raise ValueError(f"expected a number, got {type(raw).__name__}")
+            raise ValueError(f"expected a number, got {_got(raw)}")
         _bounds(raw, self.min, self.max)
         return float(raw)
 
@@ -90,7 +90,7 @@ class Float(Value):
 class Bool(Value):
     def convert(self, raw, key):
         if not isinstance(raw, bool):
-            raise ValueError(f"expected true or false, got {raw!r}")
+            raise ValueError(f"expected true or false, got {_got(raw)}")
         return raw
 
 
@@ -108,7 +108,7 @@ class PathValue(Value):
 class Secret(Value):
     """A secret given inline, as `file:/path` or as `env:NAME`. Never printed."""
 
-    def convert(self, raw, key):
+    def convert(self, raw, key, base: Path | None = None):
         if not isinstance(raw, str):
             raise ValueError(f"expected a string, got {type(raw).__name__}")
         if raw.startswith("env:"):
@@ -117,14 +117,23 @@ class Secret(Value):
                 raise ValueError(f"environment variable {name} is not set")
             return os.environ[name]
         if raw.startswith("file:"):
+            path = (base or Path.cwd()) / raw[5:]  # an absolute path stays as it is
             try:
-                return Path(raw[5:]).read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read secret file {raw[5:]}: {exc.strerror}") from None
+                return path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                why = getattr(exc, "strerror", None) or "not UTF-8 text"
+                raise ValueError(f"cannot read secret file {path}: {why}") from None
         return raw
 
     def describe(self):
         return 'inline, "file:/path" or "env:NAME"; never printed'
+
+
+def _got(raw: Any) -> str:
+    """The wrong value as an error shows it: a short string quoted, anything else by its type."""
+    if isinstance(raw, str):
+        return f'"{raw}"' if len(raw) <= 40 else f'a {len(raw)}-character string'
+    return type(raw).__name__
 
 
 def _bounds(v, lo, hi):
@@ -173,7 +182,10 @@ SCHEMA: dict[str, dict[str, Value]] = {
     "health": {
         "profile": Str("hcmc", "hcmc: recovered < 180 days or a dose >= 14 days ago. moh-2021-12: last dose "
                        "14 days to 6 months ago, or recovered within 6 months.", choices=("hcmc", "moh-2021-12")),
-        "recovered_days": Int(180, "Recovery counts while today - recovered < this many days.", min=1, max=3650),
+        "recovered_days": Int(180, "Recovery counts while today - recovered < this many days (<= with "
+                              "recovered_inclusive).", min=1, max=3650),
+        "recovered_inclusive": Bool(False, "true: today - recovered <= recovered_days; false: strictly less "
+                                    "(HCMC: \"dưới 180 ngày\", under 180 days)."),
         "dose_min_days": Int(14, "A dose counts once this many days have passed.", min=0, max=365),
         "dose_min_inclusive": Bool(True, "true: today - dose >= dose_min_days; false: strictly greater."),
         "dose_max_days": Int(0, "A dose stops counting after this many days (0: never; the moh-2021-12 "
@@ -336,8 +348,8 @@ class Config:
         return self.mqtt.prefix.format(site=self.site.id, device=self.site.device)
 
 
-def parse_override(text: str) -> tuple[str, str, Any]:
-    """`SECTION.KEY=VALUE`; VALUE is read as a TOML value, or as a plain string if it is not one."""
+def parse_override(text: str) -> tuple[str, str, Any, str]:
+    """`SECTION.KEY=VALUE` -> (section, key, VALUE read as a TOML value or else as a plain string, VALUE as given)."""
     if "=" not in text or "." not in text.split("=", 1)[0]:
         raise ConfigError([f'--set "{text}": expected SECTION.KEY=VALUE'])
     dotted, raw = text.split("=", 1)
@@ -346,7 +358,7 @@ def parse_override(text: str) -> tuple[str, str, Any]:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw
-    return section, key, value
+    return section, key, value, raw
 
 
 def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = (),
@@ -379,13 +391,15 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             from_file[(section, key)] = (raw, base)
     for text in overrides:
         try:
-            section, key, raw = parse_override(text)
+            section, key, raw, text_value = parse_override(text)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
         if section not in SCHEMA:
             problems.append(f"--set {section}.{key}: unknown section{_did_you_mean(section, SCHEMA)}")
             continue
+        if isinstance(SCHEMA[section].get(key), (Str, PathValue, Secret)) and not isinstance(raw, str):
+            raw = text_value  # `--set site.device=7` means the string "7"
         from_file[(section, key)] = (raw, Path.cwd())
     for (section, key), (raw, origin) in from_file.items():
         spec = SCHEMA[section].get(key)
@@ -393,7 +407,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             problems.append(f"{section}.{key}: unknown key{_did_you_mean(key, SCHEMA[section])}")
             continue
         try:
-            value = spec.convert(raw, key)
+            value = spec.convert(raw, key, origin) if isinstance(spec, Secret) else spec.convert(raw, key)
         except ValueError as exc:
             problems.append(f"{section}.{key}: {exc}")
             continue
@@ -438,6 +452,11 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[str]:
         problems.append(f"roster.seed_csv: {v['roster']['seed_csv']} is not a file")
     if v["trust"]["seed_file"] and not Path(v["trust"]["seed_file"]).is_file():
         problems.append(f"trust.seed_file: {v['trust']['seed_file']} is not a file")
+    for key in ("ca_file", "cert_file", "key_file"):
+        if v["mqtt"][key] and not Path(v["mqtt"][key]).is_file():
+            problems.append(f"mqtt.{key}: {v['mqtt'][key]} is not a file")
+    if bool(v["mqtt"]["cert_file"]) != bool(v["mqtt"]["key_file"]):
+        problems.append("mqtt.cert_file, mqtt.key_file: a client certificate needs both")
     if v["reader"]["type"] == "evdev" and not v["reader"]["device"]:
         problems.append("reader.device: required when reader.type is evdev (see ls /dev/input/by-id/)")
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kiosk.model import BLACK, GREEN, INVALID, Decision
-from kiosk.screens import IdleView, render
+from kiosk.screens import IdleView, render, require_fonts
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ class Feedback:
         self._closed = False
         self._worker: threading.Thread | None = None
         if display is not None:
+            require_fonts()  # a missing font is a start-up error naming the fix, not a blank screen later
             self._worker = threading.Thread(target=self._draw_loop, name="display", daemon=True)
             self._worker.start()
             self._submit(IdleView())

@@ -1,9 +1,9 @@
 """The green/black health rule (spec section 5), for a roster entry or a signed certificate.
 
 Profiles (`cfg.health`):
-- `hcmc` (default, Ho Chi Minh City 2021): recovered less than `recovered_days` ago, or any dose at least
-  `dose_min_days` ago (`>` instead of `>=` when `dose_min_inclusive` is false; a dose older than
-  `dose_max_days` stops counting when that is set).
+- `hcmc` (default, Ho Chi Minh City 2021): recovered less than `recovered_days` ago (at most that many
+  with `recovered_inclusive`), or any dose at least `dose_min_days` ago (`>` instead of `>=` when
+  `dose_min_inclusive` is false; a dose older than `dose_max_days` stops counting when that is set).
 - `moh-2021-12` (Ministry of Health, December 2021): the *last* dose `dose_min_days` to `dose_max_days`
   (180 when 0) days ago, or recovered within `recovered_days`.
 Tests: a positive test within `test_valid_hours` is always black; a negative one is green only with
@@ -28,7 +28,7 @@ def evaluate(record: HealthRecord | None, now: datetime, settings) -> tuple[str,
     if any(t.positive for t in recent_tests):
         return BLACK, "test_positive"
     recovery_age = (today - record.recovered).days if record.recovered else None
-    if recovery_age is not None and 0 <= recovery_age < settings.recovered_days:
+    if recovery_age is not None and 0 <= recovery_age and _recovery_counts(recovery_age, settings):
         return GREEN, "recovered_180d"
     dose_verdict = _doses(record, today, settings)
     if dose_verdict == GREEN:
@@ -42,9 +42,13 @@ def evaluate(record: HealthRecord | None, now: datetime, settings) -> tuple[str,
         return BLACK, dose_verdict
     if record.tests:
         return BLACK, "test_too_old"
-    if recovery_age is not None and recovery_age >= settings.recovered_days:
+    if recovery_age is not None and recovery_age >= 0:
         return BLACK, "recovery_too_old"
     return BLACK, "no_health_data"  # only future-dated entries: nothing usable
+
+
+def _recovery_counts(age: int, settings) -> bool:
+    return age <= settings.recovered_days if settings.recovered_inclusive else age < settings.recovered_days
 
 
 def _doses(record: HealthRecord, today: date, settings) -> str | None:

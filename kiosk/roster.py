@@ -29,6 +29,8 @@ PRODUCT = re.compile(r"[^\x00-\x1f\x7f;]{1,64}")
 NAME_MAX = 100
 MAX_DOSES = 16
 MAX_PROBLEMS_LISTED = 200
+# A roster is at most a few hundred thousand people (~100 bytes a row): anything larger is a wrong file.
+MAX_CSV_BYTES = 64 * 1024 * 1024
 STAFF_VALUES = {"": None, "yes": True, "no": False}
 
 
@@ -156,10 +158,7 @@ class Roster:
 # ---------------------------------------------------------------------- CSV and row validation
 def parse_csv(path: Path) -> list[RosterEntry]:
     """Rows of a roster CSV (UTF-8 with or without BOM, header row, columns in any order)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    raw = _read_bounded(path)
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -175,20 +174,39 @@ def parse_csv(path: Path) -> list[RosterEntry]:
         raise DataError(f"{path} rejected, nothing imported", [f"line 1: {exc}"]) from None
     _check_header(path, header)
     rows: list[tuple[str, dict[str, str] | str]] = []
-    try:
-        for fields in reader:
-            label = f"line {reader.line_num}"
-            if not any(f.strip() for f in fields):
-                continue  # blank line
-            if len(fields) != len(header):
-                rows.append((label, f"expected {len(header)} fields, found {len(fields)}"))
-            else:
-                rows.append((label, dict(zip(header, fields))))
-    except csv.Error as exc:
-        rows.append((f"line {reader.line_num}", str(exc)))
+    first_line = reader.line_num + 1  # a quoted field may span lines: a row is named by its first line
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # e.g. a field over csv's size limit: report it and read on
+            rows.append((f"line {first_line}", str(exc)))
+            first_line = reader.line_num + 1
+            continue
+        label, first_line = f"line {first_line}", reader.line_num + 1
+        if not any(f.strip() for f in fields):
+            continue  # blank line
+        if len(fields) != len(header):
+            rows.append((label, f"expected {len(header)} fields, found {len(fields)}"))
+        else:
+            rows.append((label, dict(zip(header, fields))))
     if not rows:
         raise DataError(f"{path} has a header but no rows: nothing imported")
     return _parse_rows(rows, f"{path} rejected, nothing imported")
+
+
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes; a file over MAX_CSV_BYTES is refused without reading it all (it may be /dev/zero)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CSV_BYTES + 1)
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CSV_BYTES:
+        raise DataError(f"{path} is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB: not a roster CSV, "
+                        "nothing imported")
+    return raw
 
 
 def _check_header(path: Path, header: list[str]) -> None:

@@ -3,7 +3,9 @@
 `render(view, size, mode, lang)` turns a `Decision` (a result) or an `IdleView` (idle/status) into an
 image for a panel. The layout follows the panel: 128x64 monochrome OLED (SSD1306/SH1106), 128x128
 colour OLED (SSD1351), or a large HDMI screen; boxes are fractions of the size, so nearby sizes work too.
-Text uses DejaVu Sans (Vietnamese diacritics) and is shrunk, then ellipsised, to fit its box.
+Text uses DejaVu Sans (Vietnamese diacritics) and is shrunk to fit its box. A reason that would shrink
+below READABLE_PX on one line is wrapped at a space onto two lines (taking the next row); only text with
+no room even then (a long name) is ellipsised.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from kiosk.model import BLACK, GREEN, INVALID, Decision
 FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 ELLIPSIS = "…"
 MIN_FONT_PX = 8
+READABLE_PX = 10  # below this a small OLED's text is hard to read at arm's length: wrap instead
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,12 @@ def _font_path(bold: bool) -> str:
         if path.is_file():
             return str(path)
     raise DeviceError("font DejaVuSans.ttf not found: apt install fonts-dejavu-core")
+
+
+def require_fonts() -> None:
+    """Raise DeviceError naming the Debian package when the TrueType font is missing (checked at start-up)."""
+    _font_path(False)
+    _font_path(True)
 
 
 @functools.cache
@@ -63,6 +72,27 @@ def fit(value: str, width: int, height: int, bold: bool = False,
     while value and font.getlength(value + ELLIPSIS) > width:
         value = value[:-1]
     return font, (value + ELLIPSIS if value else "")
+
+
+def fit_two_lines(value: str, width: int, height: int, bold: bool = False) -> tuple[ImageFont.FreeTypeFont, list[str]]:
+    """The largest font (down to MIN_FONT_PX) at which `value`, split at one space, fits on two lines.
+
+    The split that balances the two lines best is used. No lines when the text has no space or cannot fit.
+    """
+    words = value.split(" ")
+    if len(words) < 2:
+        return _font(MIN_FONT_PX, bold), []
+    px = max(MIN_FONT_PX, height // 2)
+    while px >= MIN_FONT_PX:
+        font = _font(px, bold)
+        ascent, descent = font.getmetrics()
+        if 2 * (ascent + descent) <= height:
+            splits = [(" ".join(words[:i]), " ".join(words[i:])) for i in range(1, len(words))]
+            best = min(splits, key=lambda pair: max(font.getlength(line) for line in pair))
+            if max(font.getlength(line) for line in best) <= width:
+                return font, list(best)
+        px -= 1 if px < 24 else max(1, px // 12)
+    return _font(MIN_FONT_PX, bold), []
 
 
 # ---------------------------------------------------------------- layout
@@ -173,13 +203,31 @@ def _dotted_frame(draw: ImageDraw.ImageDraw, size: tuple[int, int], fill) -> Non
 
 
 def _subject_lines(decision: Decision, lang: str, rows: int) -> list[str]:
+    """The subject for `rows` screen rows: name and birth year on one line, or name, then year and direction."""
     subject = decision.screen_subject or {}
     name = str(subject.get("name") or "")
     birth = str(subject.get("birth") or "").removesuffix("-**-**")  # a masked date shows as its year
-    if rows <= 2:  # one line: name and birth year
+    if rows <= 1:
         return [" · ".join(v for v in (name, birth) if v)]
     direction = text(f"direction_{decision.direction}", lang) if name or birth else ""
     return [name, " · ".join(v for v in (birth, direction) if v)]
+
+
+def _draw_reason(draw: ImageDraw.ImageDraw, reason: str, rows: list[tuple[int, int, int, int]], fill) -> int:
+    """Draw the reason in the first row, or wrapped over the first two; the number of rows it took."""
+    x, y, w, h = rows[0]
+    font, shown = fit(reason, w, h, bold=True)
+    if (shown != reason or font.size < READABLE_PX) and len(rows) > 1:
+        both = rows[1][1] + rows[1][3] - y
+        font, lines = fit_two_lines(reason, w, both, bold=True)
+        if lines:
+            ascent, descent = font.getmetrics()
+            top = y + (both - 2 * (ascent + descent)) / 2
+            for i, line in enumerate(lines):
+                draw.text((x, top + i * (ascent + descent)), line, font=font, fill=fill)
+            return 2
+    _draw_text(draw, reason, rows[0], fill, bold=True)
+    return 1
 
 
 def _render_result(decision: Decision, size, mono: bool, lang: str) -> Image.Image:
@@ -197,9 +245,11 @@ def _render_result(decision: Decision, size, mono: bool, lang: str) -> Image.Ima
         _dotted_frame(draw, size, pal.fg)
     _draw_icon(draw, decision.verdict, icon_box, icon_fg)
     _draw_text(draw, text(decision.verdict, lang), title_box, title_fg, bold=True)
-    lines = [text(decision.reason, lang), *_subject_lines(decision, lang, len(layout.rows))]
-    for value, box in zip(lines, layout.rows):
-        _draw_text(draw, value, box.pixels(size), pal.fg, bold=box is layout.rows[0])
+    rows = [box.pixels(size) for box in layout.rows]
+    rest = rows[_draw_reason(draw, text(decision.reason, lang), rows, pal.fg):]
+    if rest:
+        for value, box in zip(_subject_lines(decision, lang, len(rest)), rest):
+            _draw_text(draw, value, box, pal.fg)
     return image
 
 

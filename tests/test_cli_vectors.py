@@ -42,35 +42,32 @@ HO = "001195000003|LE VAN HO|1995-08-15|1|163000000000000003|163000000000000099<
 KHACH = "C0000004|PHAM MINH KHACH|1970-01-31|0|163000000000000004|"
 MOI = "079090000005|DO THI MOI|1999-02-03|0|163000000000000005|<2<<0900000005"
 
-# (payload, kind, verdict or None when the spec gives none, reason or None)
+# (payload, kind, verdict, reason, parsed (birth, gender) seen with site.authorised_site): every row of the
+# spec's section 7 code tables, decided in health mode with the demo roster on 2021-11-15.
 VECTORS = [
-    (THU, "personal_qr", "green", "vaccinated_14d"),
-    (MAU, "personal_qr", "black", "dose_too_recent"),  # masked ID: roster found by QID
-    (HO, "personal_qr", "green", "recovered_180d"),
-    (KHACH, "personal_qr", "black", "no_health_data"),
-    ("079090000006|NGUYEN VAN THU|1990-12-01|0|163000000000000006", None, "invalid", "unrecognised"),
-    ("079090000007|NGUYEN VAN THU|1990-12-01|2|163000000000000007|<1<<", None, "invalid", None),
-    ("079090000009|NGUYEN VAN THU|01/12/1990|0|163000000000000009|<1<<", "personal_qr", "invalid", "malformed"),
+    (THU, "personal_qr", "green", "vaccinated_14d", ("1990-12-01", "male")),
+    (MAU, "personal_qr", "black", "dose_too_recent", ("1985", "female")),  # masked ID: roster found by QID
+    (HO, "personal_qr", "green", "recovered_180d", ("1995-08-15", "unknown")),
+    (KHACH, "personal_qr", "black", "no_health_data", ("1970-01-31", "unknown")),
+    ("079090000006|NGUYEN VAN THU|1990-12-01|0|163000000000000006", "unknown", "invalid", "unrecognised", None),
+    ("079090000007|NGUYEN VAN THU|1990-12-01|2|163000000000000007|<1<<", "unknown", "invalid", "unrecognised", None),
+    ("079090000009|NGUYEN VAN THU|01/12/1990|0|163000000000000009|<1<<", "personal_qr", "invalid", "malformed", None),
     ("079090000001|021000001|Nguyễn Văn Thử|01121990|Nam|Số 1 Đường Thử, Quận 1, TP Hồ Chí Minh|15042021\r",
-     "cccd", None, None),
-    ("001195000002||Trần Thị Mẫu|15081995|Nữ|Thôn Thử, Hà Nội|20052022", "cccd", None, None),
-    ("038060000003||Lê Văn Cũ|1960|Nam|Thanh Hóa|10012022", "cccd", None, None),
-    ("001099000004||Nguyễn Văn A|31022000|Nam|Hà Nội|01012021", None, "invalid", "malformed"),
+     "cccd", "green", "vaccinated_14d", ("1990-12-01", "male")),  # same ID as THU's roster row; CR stripped
+    ("001195000002||Trần Thị Mẫu|15081995|Nữ|Thôn Thử, Hà Nội|20052022", "cccd", "black", "no_health_data",
+     ("1995-08-15", "female")),
+    ("038060000003||Lê Văn Cũ|1960|Nam|Thanh Hóa|10012022", "cccd", "black", "no_health_data", ("1960", "male")),
+    ("001099000004||Nguyễn Văn A|31022000|Nam|Hà Nội|01012021", "cccd", "invalid", "malformed", None),
 ]
 
 
-@pytest.mark.parametrize("payload,kind,verdict,reason", VECTORS, ids=[f"v{i}" for i in range(len(VECTORS))])
-def test_spec_vectors_through_decide(tmp_path, capsys, payload, kind, verdict, reason):
+@pytest.mark.parametrize("payload,kind,verdict,reason,parsed", VECTORS, ids=[f"v{i}" for i in range(len(VECTORS))])
+def test_spec_vectors_through_decide(tmp_path, capsys, payload, kind, verdict, reason, parsed):
     out = decide(tmp_path, capsys, payload)
-    if kind:
-        assert out["kind"] == kind
-    if verdict:
-        assert out["verdict"] == verdict
-    else:
-        assert out["verdict"] != "invalid", out  # a well-formed code is never invalid
-    if reason:
-        assert out["reason"] == reason
+    assert (out["kind"], out["verdict"], out["reason"]) == (kind, verdict, reason)
     assert out["at"].startswith("2021-11-15")
+    if verdict == "invalid":
+        assert out["subject"] == {} and out["subject_ref"] is None
     # masked output: no raw ID, QID, phone or insurance number anywhere
     dump = json.dumps(out, ensure_ascii=False)
     for field in payload.rstrip("\r").split("|"):
@@ -81,12 +78,39 @@ def test_spec_vectors_through_decide(tmp_path, capsys, payload, kind, verdict, r
         assert secret not in dump
 
 
-@pytest.mark.parametrize("index,gender,birth", [(0, "male", "1990"), (1, "female", "1985"), (2, "unknown", "1995"),
-                                                (7, "male", "1990"), (8, "female", "1995"), (9, "male", "1960")])
-def test_parsed_gender_and_masked_birth(tmp_path, capsys, index, gender, birth):
-    subject = decide(tmp_path, capsys, VECTORS[index][0])["subject"]
-    assert subject["gender"] == gender
-    assert subject["birth"] == f"{birth}-**-**"  # year only on output
+@pytest.mark.parametrize("payload,parsed", [(v[0], v[4]) for v in VECTORS if v[4]],
+                         ids=[f"v{i}" for i, v in enumerate(VECTORS) if v[4]])
+def test_parsed_fields_in_full_on_an_authorised_site(tmp_path, capsys, payload, parsed):
+    subject = decide(tmp_path, capsys, payload, "site.authorised_site=true")["subject"]
+    assert (subject["birth"], subject["gender"]) == parsed
+    id_number = payload.split("|")[0]
+    assert subject["id"] == id_number  # a masked ID stays as the code gave it
+
+
+CCCD_THU = "079090000001|021000001|Nguyễn Văn Thử|01121990|Nam|Số 1 Đường Thử, Quận 1, TP Hồ Chí Minh|15042021"
+
+
+# Spec section 1 through the command line: one reader terminator stripped, the size limit first, field counts.
+@pytest.mark.parametrize("payload,kind,verdict,reason", [
+    (THU + "\r", "personal_qr", "green", "vaccinated_14d"),
+    (THU + "\n", "personal_qr", "green", "vaccinated_14d"),
+    (THU + "\r\n", "personal_qr", "green", "vaccinated_14d"),
+    (THU + "\r\r", "personal_qr", "invalid", "malformed"),  # only one terminator is a reader's
+    (THU + "\n\r", "personal_qr", "invalid", "malformed"),
+    (THU + "|", "cccd", "invalid", "malformed"),  # 7 fields and a 12-digit field 1: rule 5, then its checks
+    (KHACH + "|", "unknown", "invalid", "unrecognised"),  # 7 fields, field 1 not 12 or 9 digits
+    (CCCD_THU + "|extra|fields", "cccd", "green", "vaccinated_14d"),  # fields after the 7th ignored
+    ("021000001||Nguyễn Văn Thử|01121990|Nam|Hà Nội|15042021", "cccd", "black", "no_health_data"),  # 9-digit ID
+    ("079090000001|NGUYEN VAN THU|1990-12-01|1|163000000000000001|", "personal_qr", "green", "vaccinated_14d"),
+    ("HC1:" + "A" * 5000, "unknown", "invalid", "too_long"),  # refused before any Base45/zlib work
+    (THU[:-10] + "|" + "x" * 4096, "unknown", "invalid", "too_long"),
+    ("Đ" * 2049, "unknown", "invalid", "too_long"),  # 4098 UTF-8 bytes: the limit counts bytes
+    ("", "unknown", "invalid", "unrecognised"),
+], ids=["cr", "lf", "crlf", "cr-cr", "lf-cr", "7-fields-pqr", "7-fields-passport", "cccd-9-fields", "cccd-9-digit",
+        "proxy", "hc1-too-long", "pqr-too-long", "utf8-bytes", "empty"])
+def test_classification_rules_through_decide(tmp_path, capsys, payload, kind, verdict, reason):
+    out = decide(tmp_path, capsys, payload)
+    assert (out["kind"], out["verdict"], out["reason"]) == (kind, verdict, reason)
 
 
 # Health-rule table rows -> demo people (kiosk/demo_people.py)
@@ -105,10 +129,34 @@ def test_health_rule_table(tmp_path, capsys, payload, verdict, reason):
     assert (out["verdict"], out["reason"], out["mode"]) == (verdict, reason, "health")
 
 
+@pytest.mark.parametrize("payload,sets,verdict,reason", [
+    (KHACH, ["site.mode=trace"], "green", "checked_in"),          # trace: any well-formed code
+    (THU, ["site.mode=staff"], "green", "on_staff_list"),         # staff = yes
+    (MAU, ["site.mode=staff"], "black", "not_on_staff_list"),     # staff = no
+    (KHACH, ["site.mode=staff"], "black", "not_on_staff_list"),   # not on the roster
+    (HO, ["site.mode=staff", "site.staff_requires_health=true"], "green", "recovered_180d"),
+    (THU, ["site.mode=staff", "site.staff_requires_health=true", "health.dose_min_days=15"], "black",
+     "dose_too_recent"),
+    (THU, ["health.dose_min_inclusive=false"], "black", "dose_too_recent"),  # "> 14 days" instead of ">="
+    (MOI, ["health.recovered_inclusive=true"], "green", "recovered_180d"),    # "<= 180 days"
+    (THU, ["health.profile=moh-2021-12"], "green", "vaccinated_14d"),
+    (THU, ["health.profile=moh-2021-12", "health.dose_max_days=13"], "black", "dose_too_old"),
+], ids=["trace", "staff-yes", "staff-no", "staff-absent", "staff-health", "staff-health-black", "strict-14d",
+        "recovered-inclusive", "moh", "moh-cap"])
+def test_modes_and_thresholds_through_decide(tmp_path, capsys, payload, sets, verdict, reason):
+    out = decide(tmp_path, capsys, payload, *sets)
+    assert (out["verdict"], out["reason"]) == (verdict, reason)
+
+
+def test_direction_is_recorded_as_configured(tmp_path, capsys):
+    assert decide(tmp_path, capsys, THU)["direction"] == "in"
+    assert decide(tmp_path, capsys, THU, "site.direction=out")["direction"] == "out"
+
+
 def test_no_roster_in_health_mode_is_never_green(tmp_path, capsys):
     for payload in (THU, HO):
         out = decide(tmp_path, capsys, payload, "roster.seed_csv=")
-        assert out["kind"] == "personal_qr" and out["verdict"] == "black", out
+        assert (out["kind"], out["verdict"], out["reason"]) == ("personal_qr", "black", "no_health_data"), out
 
 
 def test_bad_at_exits_2_with_a_message(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """Configuration: typed, bounded, every error at once, did-you-mean, overrides, exit 78."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,3 +131,77 @@ def test_demo_config_is_valid():
 def test_python_dash_m_entry_point():
     out = subprocess.run([sys.executable, "-m", "kiosk", "--version"], capture_output=True, text=True, cwd=REPO)
     assert out.returncode == 0 and out.stdout.startswith("kiosk ")
+
+
+@pytest.mark.parametrize("override,problem", [
+    ("site.debounce_seconds=soon", 'site.debounce_seconds: expected a number, got "soon"'),
+    ("site.debounce_seconds=", 'site.debounce_seconds: expected a number, got ""'),
+    ("mqtt.port=0", "mqtt.port: 0 is below the minimum 1"),
+    ("mqtt.port=1.5", "mqtt.port: expected an integer, got float"),
+    ("mqtt.enabled=yes", 'mqtt.enabled: expected true or false, got "yes"'),
+    ("site.direction=both", '"both" is not one of in, out'),
+    ("site.mode=staf", '(did you mean "staff"?)'),
+    ("sit.mode=staff", '--set sit.mode: unknown section (did you mean "site"?)'),
+    ("site=staff", 'expected SECTION.KEY=VALUE'),
+    ("site.mode.x=staff", "site.mode.x: unknown key"),
+])
+def test_set_with_a_bad_value_names_the_key(override, problem):
+    with pytest.raises(ConfigError) as exc:
+        config.load(data=minimal(), overrides=[override])
+    assert problem in "\n".join(exc.value.problems)
+
+
+def test_set_on_a_string_key_keeps_the_text_as_given():
+    cfg = config.load(data=minimal(), overrides=["site.device=007", "site.id=12", "mqtt.username=true"])
+    assert (cfg.site.device, cfg.site.id, cfg.mqtt.username) == ("007", "12", "true")
+
+
+def test_secret_file_is_relative_to_the_config_file_and_never_echoed(tmp_path, capsys):
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "key").write_text("hash-key-XYZ\n")
+    f = tmp_path / "k.toml"
+    f.write_text('[camera]\ntype = "none"\n[journal]\nhash_key = "file:secrets/key"\n'
+                 '[mqtt]\npassword = "file:secrets/missing"\n')
+    with pytest.raises(ConfigError) as exc:
+        config.load(f)
+    assert exc.value.problems == [f"mqtt.password: cannot read secret file {tmp_path}/secrets/missing: "
+                                  "No such file or directory"]
+    cfg = config.load(f, overrides=["mqtt.password=inline-PW"])
+    assert cfg.journal.hash_key == "hash-key-XYZ"
+    # `kiosk check` prints the configuration's source and device probes, never a secret
+    assert main(["--config", str(f), "--set", "mqtt.password=inline-PW", "--set", "journal.path=" +
+                 str(tmp_path / "j.sqlite"), "--set", "roster.path=" + str(tmp_path / "r.json"),
+                 "--set", "trust.path=" + str(tmp_path / "t.json"), "--set", "display.type=none",
+                 "--set", "gpio.pin_factory=mock", "check"]) in (0, 1)
+    captured = capsys.readouterr()
+    assert "hash-key-XYZ" not in captured.out + captured.err and "inline-PW" not in captured.out + captured.err
+
+
+def test_missing_files_named_by_their_key(tmp_path):
+    with pytest.raises(ConfigError) as exc:
+        config.load(data=minimal(mqtt={"ca_file": str(tmp_path / "ca.pem"), "cert_file": str(tmp_path / "c.pem")},
+                                 roster={"seed_csv": str(tmp_path / "seed.csv")},
+                                 trust={"seed_file": str(tmp_path / "signer.pem")},
+                                 camera={"type": "replay", "path": str(tmp_path / "scenes")}))
+    text = "\n".join(exc.value.problems)
+    for key in ("mqtt.ca_file", "mqtt.cert_file", "roster.seed_csv", "trust.seed_file", "camera.path"):
+        assert key in text
+    assert "a client certificate needs both" in text
+    assert len(exc.value.problems) == 6
+
+
+def test_real_cli_exits_78_listing_every_problem(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[site]\nmdoe = "health"\ndirection = "sideways"\n[camra]\n[camera]\ntype = "none"\n'
+                   '[mqtt]\npassword = "hunter2-secret"\nport = 0\n')
+    for argv in (["check"], ["decide", "x"], ["run"], ["journal", "stats"], ["decide", "x", "--set", "site.mode=no"]):
+        done = subprocess.run([sys.executable, "-m", "kiosk", "--config", str(bad), *argv],
+                              capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode == 78, (argv, done.stderr)
+        assert 'site.mdoe: unknown key (did you mean "mode"?)' in done.stderr
+        assert '[camra]: unknown section (did you mean "camera"?)' in done.stderr
+        assert "site.direction" in done.stderr and "mqtt.port: 0 is below the minimum 1" in done.stderr
+        assert "Traceback" not in done.stderr and "hunter2" not in done.stderr + done.stdout
+        assert done.stdout == ""
+    assert 'site.mode: "no" is not one of' in done.stderr

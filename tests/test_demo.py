@@ -47,3 +47,36 @@ def test_demo_output_never_contains_raw_ids_or_names(tmp_path, capsys):
     for person in PEOPLE:
         if person.id_number and "*" not in person.id_number:
             assert person.id_number not in dump
+
+
+def test_demo_never_stores_or_logs_a_raw_payload(tmp_path, capsys, caplog):
+    import logging
+
+    from kiosk.demo_people import PEOPLE
+
+    caplog.set_level(logging.DEBUG)
+    run_demo(tmp_path, capsys, "site.debounce_seconds=0")
+    captured = capsys.readouterr()
+    stored = b"".join(p.read_bytes() for p in tmp_path.glob("journal.sqlite*"))  # the file, its WAL and shm
+    texts = {"logs": caplog.text, "stderr": captured.err,
+             "journal": stored.decode("utf-8", "replace"), "roster": (tmp_path / "roster.json").read_text()}
+    assert caplog.records, "the demo logs something at DEBUG level"
+    for person in PEOPLE:
+        fields = [f for f in person.code.split("|") + person.code.split("<") if len(f) >= 8 and "*" not in f]
+        for where, text in texts.items():
+            assert person.code not in text, (person.key, where)
+            if where == "roster":
+                continue  # the roster holds IDs and QIDs by design, but never phone or insurance numbers
+            for field in fields:
+                assert field not in text, (person.key, where, field)
+        for secret in ("DN4790000000001", "0900000001", "0900000005"):
+            assert secret not in texts["roster"]
+
+
+def test_demo_scenes_give_the_expected_verdicts(tmp_path, capsys):
+    manifest = json.loads((Path(__file__).resolve().parents[1] / "kiosk/data/scenes/manifest.json").read_text())
+    checkins, summary = run_demo(tmp_path, capsys)
+    got = {(c["kind"], c["verdict"], c["reason"]) for c in checkins}
+    expected = {(e["kind"], e["verdict"], e["reason"]) for e in manifest["entries"] if e.get("verdict")}
+    assert got == expected
+    assert summary["frames"] == len(manifest["entries"])

@@ -9,6 +9,7 @@ from luma.core.device import dummy
 from drivers import display_png, gpio
 from drivers.display_luma import LumaDisplay
 from kiosk import config
+from kiosk.errors import DeviceError
 from kiosk.feedback import Feedback
 from kiosk.model import BLACK, GREEN, INVALID, Decision
 from kiosk.screens import IdleView, render
@@ -216,3 +217,26 @@ def test_png_display_writes_each_screen(tmp_path):
     fb.close()
     names = sorted(p.name for p in (tmp_path / "screens").iterdir())
     assert names == ["00001-idle.png", "00002-green.png"]
+
+
+def test_a_missing_font_stops_start_up_naming_the_package(monkeypatch, tmp_path, capsys):
+    from kiosk import screens
+    from kiosk.cli import main
+
+    monkeypatch.setattr(screens, "FONT_DIR", tmp_path)
+    screens._font_path.cache_clear()
+    try:
+        with pytest.raises(DeviceError, match="apt install fonts-dejavu-core"):
+            Feedback(display_png.create(config.load(data={"camera": {"type": "none"}, "display": {
+                "type": "png", "path": str(tmp_path / "s")}})), None, None, None)
+        argv = ["run", "--max-frames", "1"]
+        for key in ("journal.path=j.sqlite", "roster.path=r.json", "trust.path=t.json", "display.path=screens",
+                    "mqtt.enabled=false"):
+            argv += ["--set", key.replace("=", f"={tmp_path}/", 1) if "path" in key else key]
+        assert main(argv) == 69
+        err = capsys.readouterr().err
+        assert "font DejaVuSans.ttf not found: apt install fonts-dejavu-core" in err and "Traceback" not in err
+        assert not (tmp_path / "screens").exists() or not list((tmp_path / "screens").iterdir())
+    finally:
+        monkeypatch.undo()
+        screens._font_path.cache_clear()

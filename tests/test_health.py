@@ -56,6 +56,12 @@ def test_thresholds_are_configurable():
     assert evaluate(doses("2021-10-31"), NOW, strict) == (GREEN, "vaccinated_14d")
     assert evaluate(doses("2021-11-08"), NOW, settings(dose_min_days=7)) == (GREEN, "vaccinated_14d")
     assert evaluate(recovered("2021-05-19"), NOW, settings(recovered_days=181)) == (GREEN, "recovered_180d")
+    inclusive = settings(recovered_inclusive=True)  # "at most 180 days" instead of "under 180 days"
+    assert evaluate(recovered("2021-05-19"), NOW, inclusive) == (GREEN, "recovered_180d")
+    assert evaluate(recovered("2021-05-18"), NOW, inclusive) == (BLACK, "recovery_too_old")
+    assert evaluate(doses("2021-11-02"), NOW, settings(dose_min_days=13)) == (GREEN, "vaccinated_14d")
+    assert evaluate(doses("2021-11-02"), NOW, settings(dose_min_days=13, dose_min_inclusive=False)) == \
+        (BLACK, "dose_too_recent")
     capped = settings(dose_max_days=90)
     assert evaluate(doses("2021-05-01"), NOW, capped) == (BLACK, "dose_too_old")
 
@@ -112,6 +118,7 @@ def test_a_test_given_as_a_date_counts_from_the_start_of_that_day():
 
 
 def test_settings_object_only_needs_the_attributes():
-    plain = SimpleNamespace(profile="hcmc", recovered_days=180, dose_min_days=14, dose_min_inclusive=True,
+    plain = SimpleNamespace(profile="hcmc", recovered_days=180, recovered_inclusive=False, dose_min_days=14,
+                            dose_min_inclusive=True,
                             dose_max_days=0, accept_tests=False, test_valid_hours=72)
     assert evaluate(doses("2021-11-01"), NOW, plain) == (GREEN, "vaccinated_14d")

@@ -296,3 +296,21 @@ def test_cli_bad_date_is_a_usage_error(tmp_path, capsys):
     status, out, err = cli(tmp_path, capsys, "stats", "--since", "20-11-2026")
     assert status == 2 and out == "" and "not a date" in err
     assert "Traceback" not in err
+
+
+def test_checkin_insert_is_synchronous_full(journal):
+    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync at every commit
+    assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_cli_purge_default_retention_is_21_days(journal, tmp_path, capsys):
+    now = datetime.now(TZ)
+    for days in (22, 20, 0):
+        journal.append(decision(now - timedelta(days=days)))
+    status, out, _ = cli(tmp_path, capsys, "purge", "--set", "mqtt.enabled=false")
+    result = json.loads(out)
+    assert status == 0 and (result["purged"], result["rows"]) == (1, 2)
+    cutoff = datetime.fromisoformat(result["older_than"])
+    assert abs((now - cutoff) - timedelta(days=21)) < timedelta(minutes=1)
+    status, out, _ = cli(tmp_path, capsys, "purge", "--set", "mqtt.enabled=false", "--set", "journal.retention_days=1")
+    assert json.loads(out)["purged"] == 1

@@ -190,3 +190,49 @@ def test_roster_cli_bad_file_exits_65_listing_lines(tmp_path):
     assert "line 2: doses:" in done.stderr and "line 5: expected 2 fields, found 3" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert not (tmp_path / "roster.json").exists() or Roster(tmp_path / "roster.json").count == 0
+
+
+def test_rows_are_named_by_their_first_line_and_reading_goes_on_after_a_csv_error(roster, tmp_path):
+    text = ("id,name,doses\n"
+            '079090000001,"NGUYEN\nVAN THU",2021-13-01\n'       # lines 2-3: a quoted name over two lines
+            "079090000002,HUGE," + "9" * 200_000 + "\n"          # line 4: a field over csv's size limit
+            "079090000003,OK,2021-11-01\n"
+            "079090000004,BAD,tomorrow\n")                       # line 6: still checked
+    with pytest.raises(DataError) as exc:
+        roster.import_csv(write(tmp_path, text))
+    problems = exc.value.problems
+    assert [p.split(":")[0] for p in problems] == ["line 2", "line 4", "line 6"]
+    assert "field larger than field limit" in problems[1]
+    assert "9" * 100 not in str(exc.value)  # the offending value is not echoed
+    assert roster.count == 0 and not roster.path.exists()
+
+
+def test_a_huge_file_is_refused_before_it_is_read(roster, tmp_path):
+    huge = tmp_path / "huge.csv"
+    with open(huge, "wb") as f:
+        f.write(b"id,name\n")
+        f.truncate(65 * 1024 * 1024)  # sparse: 65 MB of NULs without writing them
+    with pytest.raises(DataError, match="larger than 64 MB: not a roster CSV, nothing imported"):
+        roster.import_csv(huge)
+    with pytest.raises(DataError, match="Is a directory"):
+        roster.import_csv(tmp_path)
+    assert roster.count == 0
+
+
+def test_many_bad_lines_are_all_counted(roster, tmp_path):
+    text = "id,doses\n" + "".join(f"0790900{i:05d},not-a-date\n" for i in range(1000))
+    with pytest.raises(DataError) as exc:
+        roster.import_csv(write(tmp_path, text))
+    problems = exc.value.problems
+    assert len(problems) == 201 and problems[0].startswith("line 2: doses:")
+    assert problems[199].startswith("line 201:") and problems[-1] == "... and 800 more"
+
+
+def test_duplicate_qid_and_unknown_columns_are_listed_together(roster, tmp_path):
+    with pytest.raises(DataError) as exc:
+        roster.import_csv(write(tmp_path, "id,qid,nam,dose\n1,2\n"))
+    assert exc.value.problems == ["line 1: unknown column 'nam' (known: id, qid, name, doses, recovered, staff)",
+                                  "line 1: unknown column 'dose' (known: id, qid, name, doses, recovered, staff)"]
+    with pytest.raises(DataError) as exc:
+        roster.import_csv(write(tmp_path, "qid,name\nQ1,A\nQ2,B\nQ1,C\n"))
+    assert exc.value.problems == ["line 4: duplicate qid (also on line 2)"]

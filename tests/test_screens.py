@@ -1,16 +1,17 @@
 """Screen rendering: every verdict and reason, both languages, the three panel layouts."""
 import pytest
-from PIL import ImageChops
+from PIL import ImageChops, ImageDraw
 
 from kiosk.i18n import STRINGS, text
 from kiosk.model import BLACK, GREEN, INVALID, VERDICTS, Decision
-from kiosk.screens import SMALL, IdleView, fit, layout_for, render
+from kiosk.screens import READABLE_PX, SMALL, IdleView, fit, fit_two_lines, layout_for, render
 
 SIZES = [((128, 64), "1"), ((128, 128), "RGB"), ((800, 480), "RGB")]
 REASONS = ["checked_in", "vaccinated_14d", "recovered_180d", "no_health_data", "dose_too_recent", "dose_too_old",
            "recovery_too_old", "tested_negative", "test_positive", "test_not_accepted", "not_on_staff_list",
            "no_roster", "bad_signature", "expired", "not_yet_valid", "unknown_key", "malformed", "unrecognised",
-           "too_long", "unsupported", "roster_stale", "trust_stale", "clock_unsynced", "internal_error", "override"]
+           "too_long", "unsupported", "roster_stale", "trust_stale", "clock_unsynced", "internal_error", "override",
+           "on_staff_list", "test_too_old"]
 STATUS = ["idle", "camera_failed", "mqtt_offline", "outbox_full", "journal_failed", "trust_stale", "clock_unsynced"]
 
 
@@ -98,3 +99,50 @@ def test_idle_screen_shows_alarms():
     assert ImageChops.difference(quiet, alarmed).getbbox() is not None
     many = render(IdleView(alarms=tuple(STATUS[1:])), (128, 64), "1", "en")  # more than fit: "+N" line
     assert many.size == (128, 64)
+
+
+def drawn_texts(monkeypatch, view, size, mode, lang) -> list[tuple[str, int]]:
+    """(text, font px) of every string `render` draws."""
+    drawn = []
+    real = ImageDraw.ImageDraw.text
+
+    def spy(self, xy, value, *args, **kwargs):
+        drawn.append((value, kwargs["font"].size))
+        return real(self, xy, value, *args, **kwargs)
+
+    monkeypatch.setattr(ImageDraw.ImageDraw, "text", spy)
+    render(view, size, mode, lang)
+    monkeypatch.undo()
+    return drawn
+
+
+@pytest.mark.parametrize("size,mode", SIZES)
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_every_reason_is_shown_whole_and_readable(monkeypatch, size, mode, lang):
+    for verdict in VERDICTS:
+        for reason in REASONS:
+            drawn = drawn_texts(monkeypatch, decision(verdict, reason), size, mode, lang)
+            texts = [t for t, _ in drawn]
+            assert not any("…" in t for t in texts), (reason, texts)  # never cut mid-word
+            wanted = text(reason, lang)
+            reason_lines = [(t, px) for t, px in drawn if t in wanted]
+            assert " ".join(t for t, _ in reason_lines) == wanted, (reason, texts)  # one line or wrapped at a space
+            assert min(px for _, px in reason_lines) >= READABLE_PX, (reason, reason_lines)
+
+
+def test_a_long_reason_wraps_on_the_small_panels_and_keeps_a_subject_line_on_128x128(monkeypatch):
+    view = decision(BLACK, "test_not_accepted", name="THU", birth="1990")
+    small = [t for t, _ in drawn_texts(monkeypatch, view, (128, 64), "1", "vi")]
+    assert small[1:] == ["Không chấp", "nhận xét nghiệm"]  # two rows: the subject gives way
+    square = [t for t, _ in drawn_texts(monkeypatch, view, (128, 128), "RGB", "vi")]
+    assert square[1:] == ["Không chấp", "nhận xét nghiệm", "THU · 1990"]
+    large = [t for t, _ in drawn_texts(monkeypatch, view, (800, 480), "RGB", "vi")]
+    assert large[1:] == ["Không chấp nhận xét nghiệm", "THU", "1990 · Vào"]
+
+
+def test_two_line_fit_splits_at_the_balancing_space_or_gives_nothing():
+    font, lines = fit_two_lines("Chứng nhận chưa có hiệu lực", 124, 30, bold=True)
+    assert lines == ["Chứng nhận", "chưa có hiệu lực"] and font.size >= READABLE_PX
+    assert all(font.getlength(line) <= 124 for line in lines)
+    assert fit_two_lines("Đ" * 50, 124, 30)[1] == []  # no space to wrap at
+    assert fit_two_lines("W" * 40 + " " + "W" * 40, 124, 30)[1] == []  # too wide even at the smallest size
