@@ -11,7 +11,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Callable
 
 from kiosk import __version__
@@ -65,28 +65,26 @@ def build_clock(cfg: Config):
 
 def build_roster(cfg: Config):
     """The roster; on first use it is provisioned from roster.seed_csv when one is configured."""
-    from pathlib import Path
-
     from kiosk.roster import Roster
 
-    fresh = not Path(cfg.roster.path).exists()
-    roster = Roster(cfg.roster.path)
-    if fresh and cfg.roster.seed_csv:
-        roster.import_csv(cfg.roster.seed_csv)
-    return roster
+    return _provisioned(Roster, cfg.roster.path, cfg.roster.seed_csv, lambda roster, seed: roster.import_csv(seed))
 
 
 def build_trust(cfg: Config):
     """The trust list; on first use it is provisioned from trust.seed_file when one is configured."""
-    from pathlib import Path
-
     from kiosk.trust import TrustList
 
-    fresh = not Path(cfg.trust.path).exists()
-    trust = TrustList(cfg.trust.path)
-    if fresh and cfg.trust.seed_file:
-        trust.import_file(cfg.trust.seed_file)
-    return trust
+    return _provisioned(TrustList, cfg.trust.path, cfg.trust.seed_file, lambda trust, seed: trust.import_file(seed))
+
+
+def _provisioned(store_type, path, seed, provision):
+    from pathlib import Path
+
+    fresh = not Path(path).exists()
+    store = store_type(path)
+    if fresh and seed:
+        provision(store, seed)
+    return store
 
 
 def build_decider(cfg: Config, roster=None, trust=None):

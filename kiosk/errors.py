@@ -27,9 +27,13 @@ class DataError(KioskError):
     """An input file (roster CSV, trust list) was rejected. Nothing was changed."""
 
     exit_status = 65  # EX_DATAERR
+    MAX_LISTED = 200  # a wrong file can have a million bad lines: the first ones show what is wrong
 
     def __init__(self, message: str, problems: list[str] | None = None):
-        self.problems = list(problems or [])
+        problems = list(problems or [])
+        if len(problems) > self.MAX_LISTED:
+            problems = problems[:self.MAX_LISTED] + [f"... and {len(problems) - self.MAX_LISTED} more"]
+        self.problems = problems
         text = message if not self.problems else message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(text)
 

@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from kiosk.errors import StorageError
+from kiosk.storage import fsync_dir
 from kiosk.model import Person
 
 KEY_BYTES = 32
@@ -56,10 +57,6 @@ def _create_key(path: Path) -> None:
             os.link(tmp, path)
         except FileExistsError:
             return
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
     finally:
         os.unlink(tmp)

@@ -12,14 +12,14 @@ import io
 import os
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from kiosk.codes.fields import ISO_DATE, Malformed, iso_date
-from kiosk.errors import DataError, StorageError
+from kiosk.errors import DataError
 from kiosk.model import Dose, HealthRecord, Person
-from kiosk.storage import open_db
+from kiosk.storage import DocumentStore
 
 COLUMNS = ("id", "qid", "name", "doses", "recovered", "staff")
 # Roster ids cover ID numbers, passport numbers and the product's badge ids: bounded printable ASCII.
@@ -28,7 +28,6 @@ QID = re.compile(r"[!-;=-{}~]{1,64}")
 PRODUCT = re.compile(r"[^\x00-\x1f\x7f;]{1,64}")
 NAME_MAX = 100
 MAX_DOSES = 16
-MAX_PROBLEMS_LISTED = 200
 # A roster is at most a few hundred thousand people (~100 bytes a row): anything larger is a wrong file.
 MAX_CSV_BYTES = 64 * 1024 * 1024
 STAFF_VALUES = {"": None, "yes": True, "no": False}
@@ -46,25 +45,14 @@ class RosterEntry:
         return [k for k in (self.id and "id:" + self.id, self.qid and "qid:" + self.qid) if k]
 
 
-class Roster:
-    def __init__(self, path: str | os.PathLike, *, clock: Callable[[], datetime] | None = None):
-        self.path = Path(path)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
-        self._db = open_db(self.path)
-        self._stamp: tuple[int, int, int] | None = None
-        self._load()
+class Roster(DocumentStore):
+    TABLE, WHAT, FIX = "people", "roster", "import the roster CSV again"
 
     # ------------------------------------------------------------------ reading
     @property
     def version(self) -> int | None:
         self._refresh()
         return self._meta.get("version")
-
-    @property
-    def updated_at(self) -> datetime | None:
-        self._refresh()
-        text = self._meta.get("updated_at")
-        return datetime.fromisoformat(text) if text else None
 
     @property
     def count(self) -> int:
@@ -99,7 +87,7 @@ class Roster:
         _check_unique(entries)
         self._refresh()
         new_version = version if version is not None else (self._meta.get("version") or 0) + 1
-        self._write(list(entries), new_version)
+        self._write(list(entries), version=new_version)
 
     def upsert(self, entries: list[RosterEntry]) -> None:
         """Add entries, replacing existing ones with a shared ID or QID. The version stays the same."""
@@ -107,7 +95,7 @@ class Roster:
         self._refresh()
         replaced = {k for e in entries for k in e.keys()}
         kept = [e for e in self._entries if not replaced.intersection(e.keys())]
-        self._write(kept + list(entries), self._meta.get("version"))
+        self._write(kept + list(entries), version=self._meta.get("version"))
 
     def remove(self, keys: list[str]) -> int:
         """Remove the entries whose ID or QID is one of `keys`; returns how many were removed."""
@@ -116,43 +104,19 @@ class Roster:
         kept = [e for e in self._entries if e.id not in wanted and e.qid not in wanted]
         removed = len(self._entries) - len(kept)
         if removed:
-            self._write(kept, self._meta.get("version"))
+            self._write(kept, version=self._meta.get("version"))
         return removed
 
     # ------------------------------------------------------------------ storage
-    def _write(self, entries: list[RosterEntry], version: int | None) -> None:
-        meta = {"version": version, "updated_at": self._clock().isoformat()}
-        data = {"people": {str(i): _to_doc(e) for i, e in enumerate(entries, 1)}, "meta": {"1": meta}}
-        self._db.storage.write(data)  # one atomic file replace; memory follows only on success
-        self._db.clear_cache()
-        self._set(entries, meta, self._file_stamp())
+    def _to_doc(self, entry: RosterEntry) -> dict[str, Any]:
+        return _to_doc(entry)
 
-    def _load(self) -> None:
-        stamp = self._file_stamp()
-        data = self._db.storage.read() or {}
-        try:
-            entries = [_from_doc(doc) for doc in (data.get("people") or {}).values()]
-            meta = dict((data.get("meta") or {}).get("1") or {})
-        except (KeyError, TypeError, ValueError, AttributeError):
-            raise StorageError(f"{self.path} does not hold a valid roster; import the roster CSV again") from None
-        self._set(entries, meta, stamp)
+    def _from_doc(self, doc: dict[str, Any]) -> RosterEntry:
+        return _from_doc(doc)
 
-    def _set(self, entries: list[RosterEntry], meta: dict[str, Any], stamp: tuple[int, int, int] | None) -> None:
+    def _adopt(self, entries: list[RosterEntry]) -> None:
         self._entries = entries
-        self._meta = meta
         self._index = {k: e for e in entries for k in e.keys()}
-        self._stamp = stamp
-
-    def _refresh(self) -> None:
-        if self._file_stamp() != self._stamp:
-            self._load()
-
-    def _file_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 # ---------------------------------------------------------------------- CSV and row validation
@@ -239,10 +203,7 @@ def _parse_rows(rows: Iterable[tuple[str, Any]], message: str) -> list[RosterEnt
         problems += [f"{label}: {p}" for p in _duplicates(entry, label, seen)]
         entries.append(entry)
     if problems:
-        shown = problems[:MAX_PROBLEMS_LISTED]
-        if len(problems) > len(shown):
-            shown.append(f"... and {len(problems) - len(shown)} more")
-        raise DataError(message, shown)
+        raise DataError(message, problems)
     return entries
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -59,11 +60,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             except FileNotFoundError:
                 pass
             raise
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror} (check free space and permissions)") from None
 
@@ -71,3 +68,79 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
 def open_db(path: str | os.PathLike) -> TinyDB:
     """A TinyDB on atomic storage. Every insert/update rewrites the small file atomically."""
     return TinyDB(path, storage=AtomicJSONStorage)
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a rename or link in folder `path` durable."""
+    dir_fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class DocumentStore:
+    """A list of records and one meta document in a TinyDB file (tables `TABLE` and `meta`).
+
+    Every change is one atomic file replace, adopted in memory only once written, so a failed write leaves
+    the store as it was. A file replaced by another process (`kiosk roster import` beside the running
+    service) is re-read on the next access. Subclasses give TABLE, WHAT and FIX (for a corrupt file),
+    `_to_doc`/`_from_doc`, and `_adopt` to index their records.
+    """
+
+    TABLE: str
+    WHAT: str
+    FIX: str
+
+    def __init__(self, path: str | os.PathLike, *, clock: Callable[[], datetime] | None = None):
+        self.path = Path(path)
+        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._db = open_db(self.path)
+        self._meta: dict[str, Any] = {}
+        self._stamp: tuple[int, int, int] | None = None
+        self._load()
+
+    @property
+    def updated_at(self) -> datetime | None:
+        self._refresh()
+        text = self._meta.get("updated_at")
+        return datetime.fromisoformat(text) if text else None
+
+    def _to_doc(self, record) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _from_doc(self, doc: dict[str, Any]):
+        raise NotImplementedError
+
+    def _adopt(self, records: list) -> None:
+        raise NotImplementedError
+
+    def _write(self, records: list, **meta: Any) -> None:
+        meta = {**meta, "updated_at": self._clock().isoformat()}
+        data = {self.TABLE: {str(i): self._to_doc(r) for i, r in enumerate(records, 1)}, "meta": {"1": meta}}
+        self._db.storage.write(data)
+        self._db.clear_cache()
+        self._adopt(records)
+        self._meta, self._stamp = meta, self._file_stamp()
+
+    def _load(self) -> None:
+        stamp = self._file_stamp()
+        data = self._db.storage.read() or {}
+        try:
+            records = [self._from_doc(doc) for doc in (data.get(self.TABLE) or {}).values()]
+            meta = dict((data.get("meta") or {}).get("1") or {})
+            self._adopt(records)
+        except (KeyError, TypeError, ValueError, AttributeError):  # binascii.Error is a ValueError
+            raise StorageError(f"{self.path} does not hold a valid {self.WHAT}; {self.FIX}") from None
+        self._meta, self._stamp = meta, stamp
+
+    def _refresh(self) -> None:
+        if self._file_stamp() != self._stamp:
+            self._load()
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size

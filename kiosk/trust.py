@@ -14,9 +14,9 @@ import json
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -24,14 +24,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 
 from kiosk.codes import cose
-from kiosk.errors import DataError, StorageError
-from kiosk.storage import open_db
+from kiosk.errors import DataError
+from kiosk.storage import DocumentStore
 
 PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 MAX_FILE_BYTES = 16 * 1024 * 1024
 MAX_KID_BYTES = 32
 MIN_RSA_BITS = 2048
-MAX_PROBLEMS_LISTED = 200
 # Extended key usages of a DCC signer (eHealth network, hcert spec 5.1.1): the certificate types it may sign.
 # The second arc is a variant in circulation; both are honoured. No such OID: the signer may sign every type.
 KEY_USAGE_OIDS = {f"{arc}.{n}": kind for arc in ("1.3.6.1.4.1.1847.2021.1", "1.3.6.1.4.1.0.1847.2021.1")
@@ -54,25 +53,15 @@ def kid_of(certificate_der: bytes) -> bytes:
     return hashlib.sha256(certificate_der).digest()[:8]
 
 
-class TrustList:
-    def __init__(self, path: str | os.PathLike, *, clock: Callable[[], datetime] | None = None):
-        self.path = Path(path)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
-        self._db = open_db(self.path)
-        self._stamp: tuple[int, int, int] | None = None
-        self._load()
+class TrustList(DocumentStore):
+    TABLE, WHAT = "signers", "trust list"
+    FIX = "import the signer certificates again (`kiosk trust import --replace FILE`)"
 
     # ------------------------------------------------------------------ reading
     @property
     def count(self) -> int:
         self._refresh()
         return len(self._signers)
-
-    @property
-    def updated_at(self) -> datetime | None:
-        self._refresh()
-        text = self._meta.get("updated_at")
-        return datetime.fromisoformat(text) if text else None
 
     def is_stale(self, now: datetime, max_age_hours: float) -> bool:
         """Never updated, or updated longer than `max_age_hours` ago (0 or less: never stale)."""
@@ -119,39 +108,16 @@ class TrustList:
         self._write(kept + list(new.values()))
 
     # ------------------------------------------------------------------ storage
-    def _write(self, signers: list[Signer]) -> None:
-        meta = {"updated_at": self._clock().isoformat()}
-        data = {"signers": {str(i): _to_doc(s) for i, s in enumerate(signers, 1)}, "meta": {"1": meta}}
-        self._db.storage.write(data)  # one atomic file replace; memory follows only on success
-        self._db.clear_cache()
-        self._set(signers, meta, self._file_stamp())
+    def _to_doc(self, signer: Signer) -> dict[str, Any]:
+        return _to_doc(signer)
 
-    def _load(self) -> None:
-        stamp = self._file_stamp()
-        data = self._db.storage.read() or {}
-        try:
-            signers = [_from_doc(doc) for doc in (data.get("signers") or {}).values()]
-            meta = dict((data.get("meta") or {}).get("1") or {})
-            self._set(signers, meta, stamp)
-        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
-            raise StorageError(f"{self.path} does not hold a valid trust list; import the signer "
-                               "certificates again (`kiosk trust import --replace FILE`)") from None
+    def _from_doc(self, doc: dict[str, Any]) -> Signer:
+        return _from_doc(doc)
 
-    def _set(self, signers: list[Signer], meta: dict[str, Any], stamp) -> None:
-        keys = {s.kid: serialization.load_der_public_key(s.public_key_der) for s in signers}
-        self._signers, self._meta, self._keys, self._stamp = signers, meta, keys, stamp
+    def _adopt(self, signers: list[Signer]) -> None:
+        self._keys = {s.kid: serialization.load_der_public_key(s.public_key_der) for s in signers}
+        self._signers = signers
         self._by_kid = {s.kid: s for s in signers}
-
-    def _refresh(self) -> None:
-        if self._file_stamp() != self._stamp:  # another process (`kiosk trust import`) replaced the file
-            self._load()
-
-    def _file_stamp(self) -> tuple[int, int, int] | None:
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return None
-        return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -256,10 +222,7 @@ def parse_json(obj: Any, message: str, source: str = "mqtt") -> list[Signer]:
         seen[signer.kid] = signer
         signers.append(signer)
     if problems:
-        shown = problems[:MAX_PROBLEMS_LISTED]
-        if len(problems) > len(shown):
-            shown.append(f"... and {len(problems) - len(shown)} more")
-        raise DataError(message, shown)
+        raise DataError(message, problems)
     return signers
 
 

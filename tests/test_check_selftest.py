@@ -1,7 +1,6 @@
 """`kiosk check` and `kiosk selftest` on the demo configuration with every path in tmp_path:
 replay camera, PNG display, gpiozero MockFactory, real journal/roster/trust files."""
 import json
-from pathlib import Path
 
 from PIL import Image
 

@@ -16,17 +16,24 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def _probe_camera(cfg) -> str:
+def grab_frame(cfg):
+    """One frame from the configured camera (opened and closed again); False when none is configured."""
     from kiosk.app import build_camera
 
     camera = build_camera(cfg)
     if camera is None:
-        return "none configured"
+        return False
     camera.start()
     try:
-        frame = camera.read()
+        return camera.read()
     finally:
         camera.close()
+
+
+def _probe_camera(cfg) -> str:
+    frame = grab_frame(cfg)
+    if frame is False:
+        return "none configured"
     if frame is None:
         return "opened, no frame (end of replay input)"
     return f"frame {frame.shape[1]}x{frame.shape[0]}"

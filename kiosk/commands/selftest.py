@@ -24,16 +24,12 @@ def register(sub, common) -> None:
 def _camera(cfg, out: Path) -> str:
     from PIL import Image
 
-    from kiosk.app import build_camera, build_decoder
+    from kiosk.app import build_decoder
+    from kiosk.commands.check import grab_frame
 
-    camera = build_camera(cfg)
-    if camera is None:
+    frame = grab_frame(cfg)
+    if frame is False:
         return "no camera configured"
-    camera.start()
-    try:
-        frame = camera.read()
-    finally:
-        camera.close()
     if frame is None:
         raise KioskError("the camera gave no frame (replay input empty?)")
     path = out / "selftest-camera.png"
