@@ -33,7 +33,8 @@ def run(args) -> int:
     roster = build_roster(cfg)
     trust = build_trust(cfg)
     decider = build_decider(cfg, roster, trust)
-    roster_stale, trust_stale = staleness(cfg, roster, trust, clock)() if not args.at else (False, False)
+    # How old the roster and trust list are is a fact of now, whatever instant --at decides for.
+    roster_stale, trust_stale = staleness(cfg, roster, trust, clock)()
     started = time.perf_counter()
     decision = decider.decide(args.payload, now, synced, roster_stale=roster_stale, trust_stale=trust_stale)
     decision.latency_ms = (time.perf_counter() - started) * 1000.0
