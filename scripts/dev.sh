@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# shellcheck and systemd (systemd-analyze) are for the tests of scripts/ and systemd/; CI fails rather than skips them.
+# The tests of scripts/ and systemd/ need shellcheck and systemd-analyze: in CI they fail rather than skip.
 APT_PACKAGES=(libzbar0 fonts-dejavu-core mosquitto shellcheck systemd)
 
 apt_install() {
