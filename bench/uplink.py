@@ -2,10 +2,11 @@
 """Uplink drain rate and its effect on scan-to-feedback latency, in one run, against a local Mosquitto.
 
 1. Journals a backlog (default 100,000 check-ins) while the uplink is stopped.
-2. Idle: times a simulated pipeline step (decide a fixed payload with the real Decider, journal append,
-   uplink.notify) with no drain running.
-3. Starts the uplink with a `kiosk collector` process confirming, and times the same step while the
-   backlog drains. Reports events/s to PUBACK (nothing pending) and to end-to-end confirmation.
+2. Idle: the real App (zxing/auto decoder, decider, feedback with mock GPIO and the luma dummy display,
+   journal) replays the bundled scenes at camera pace (30 fps), debounce 0, with no drain running.
+3. Starts the App's uplink with a `kiosk collector` process confirming, and replays the same scenes while
+   the backlog drains. Reports the backlog's events/s to PUBACK and to end-to-end confirmation, and the
+   scan-to-feedback latency (frame in -> feedback issued) p50/p95 idle versus during the drain.
 
     .venv/bin/python bench/uplink.py [--events 100000] [--inflight 20] [--json]
 """
@@ -13,24 +14,25 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import Broker, fill_journal, journal_states  # noqa: E402  (the tests' mosquitto and backlog)
+from conftest import Broker, fill_journal, running_collector  # noqa: E402  (the tests' mosquitto and backlog)
 from kiosk import config  # noqa: E402
-from kiosk.journal import Journal  # noqa: E402
-from kiosk.uplink import Uplink  # noqa: E402
+from kiosk.app import App  # noqa: E402
 
-PAYLOAD = "012345678901|NGUYEN VAN A|1990-01-01|1|QID000001|2021-01-01|HA NOI"  # synthetic personal QR
-STEP_GAP_S = 1 / 30  # one scan per camera frame at most
+FRAME_GAP_S = 1 / 30   # camera pace
+COLLECTOR_ID = "bench-collector"
+TIME_LIMIT_S = 900
 
 
 def pct(values: list[float], q: float) -> float:
@@ -38,104 +40,112 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def make_step(cfg, journal: Journal, uplink: Uplink):
-    try:
-        from kiosk.app import build_decider
-
-        decider = build_decider(cfg)
-    except ImportError:
-        decider = None
-
-    def step() -> float:
-        started = time.perf_counter()
-        now = datetime.now(timezone.utc)
-        if decider is not None:
-            decision = decider.decide(PAYLOAD, now, True)
-        else:
-            from kiosk.model import GREEN, Decision
-            decision = Decision(kind="personal_qr", verdict=GREEN, reason="valid", at=now)
-        journal.append(decision)
-        uplink.notify()
-        return (time.perf_counter() - started) * 1000
-
-    return step, decider is not None
-
-
 def summary(ms: list[float]) -> dict:
     return {"n": len(ms), "p50_ms": round(statistics.median(ms), 2), "p95_ms": round(pct(ms, 0.95), 2),
             "max_ms": round(max(ms), 2)}
 
 
+class BacklogWatch:
+    """A thread with its own connection noting when the backlog (seq <= last) is all PUBACKed, then confirmed."""
+
+    def __init__(self, path: Path, last_seq: int, started: float):
+        self.path, self.last_seq, self.started = path, last_seq, started
+        self.pubacked_s: float | None = None
+        self.confirmed_s: float | None = None
+        self.thread = threading.Thread(target=self._watch, daemon=True)
+        self.thread.start()
+
+    def _left(self, db, states: tuple[str, ...]) -> int:
+        marks = ",".join("?" * len(states))
+        return db.execute(f"SELECT COUNT(*) FROM checkins WHERE up_state IN ({marks}) AND seq <= ?",
+                          (*states, self.last_seq)).fetchone()[0]
+
+    def _watch(self) -> None:
+        db = sqlite3.connect(str(self.path), timeout=30)
+        try:
+            while self.confirmed_s is None and time.perf_counter() - self.started < TIME_LIMIT_S:
+                if self.pubacked_s is None and self._left(db, ("pending",)) == 0:
+                    self.pubacked_s = time.perf_counter() - self.started
+                if self._left(db, ("pending", "published")) == 0:
+                    self.confirmed_s = time.perf_counter() - self.started
+                time.sleep(0.05)
+        finally:
+            db.close()
+
+
+def replay_frames(app: App, until) -> None:
+    """Camera frames through the real pipeline at camera pace until until() is true."""
+    while not until():
+        started = time.perf_counter()
+        frame = app.camera.read()
+        app.pipeline.handle_frame(frame, started=started)
+        app.feedback.tick()
+        time.sleep(max(0.0, FRAME_GAP_S - (time.perf_counter() - started)))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--events", type=int, default=100_000, help="backlog size")
-    ap.add_argument("--inflight", type=int, default=20, help="mqtt.max_inflight")
-    ap.add_argument("--idle-steps", type=int, default=300)
+    ap.add_argument("--inflight", type=int, default=20, help="mqtt.max_inflight (default: the product default)")
+    ap.add_argument("--idle-seconds", type=float, default=10.0, help="replay time before the drain starts")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         broker = Broker(tmp / "broker").start()
-        cfg = config.load(None, data={
-            "site": {"id": "s1", "device": "d1"},
-            "journal": {"path": str(tmp / "journal.sqlite")},
-            "roster": {"path": str(tmp / "roster.json")}, "trust": {"path": str(tmp / "trust.json")},
-            "mqtt": {"enabled": True, "port": broker.port, "max_inflight": args.inflight,
-                     "resend_after_seconds": 600, "reconnect_min_seconds": 0.1}})
+        settings = [f"mqtt.port={broker.port}", "site.id=s1", "site.device=d1", "clock.source=assume_synced"]
+        cfg = config.load(None, [
+            *settings, "mqtt.enabled=true", f"mqtt.max_inflight={args.inflight}", "mqtt.resend_after_seconds=600",
+            "mqtt.reconnect_min_seconds=0.1", f"journal.path={tmp}/journal.sqlite",
+            f"roster.path={tmp}/roster.json", f"trust.path={tmp}/trust.json", "camera.type=replay",
+            f"camera.path={ROOT}/kiosk/data/scenes", "camera.loop=true", "site.debounce_seconds=0",
+            "display.type=dummy", "display.width=128", "display.height=64", "gpio.pin_factory=mock"])
         collector = None
         try:
             t0 = time.perf_counter()
             fill_journal(cfg.journal.path, args.events)
             fill_s = time.perf_counter() - t0
-            journal = Journal(cfg.journal.path, site="s1", device="d1")
-            uplink = Uplink(cfg, cfg.journal.path)
-            step, real_decider = make_step(cfg, journal, uplink)
-            for _ in range(20):  # warm-up
-                step()
-            idle = []
-            for _ in range(args.idle_steps):
-                idle.append(step())
-                time.sleep(STEP_GAP_S)
+            # The collector's persistent session exists before the drain, so the broker queues for it from
+            # the first event (else early events would wait for the resend timer).
+            with running_collector(cfg, tmp / "collector.sqlite", client_id=COLLECTOR_ID):
+                pass
+            app = App(cfg)
+            app.camera.start()
+            idle_end = time.perf_counter() + args.idle_seconds
+            replay_frames(app, lambda: time.perf_counter() >= idle_end)
+            idle = list(app.pipeline.counters.latencies_ms)
+            app.pipeline.counters.latencies_ms.clear()
+            last_seq = app.journal.last_seq()
             collector = subprocess.Popen(
                 [sys.executable, "-m", "kiosk", "collector", "--db", str(tmp / "collector.sqlite"),
-                 "--until-idle", "5", "--set", f"mqtt.port={broker.port}", "--set", "site.id=s1",
+                 "--client-id", COLLECTOR_ID, "--until-idle", "5", *(arg for s in settings for arg in ("--set", s)),
                  "--set", "camera.type=none", "--set", 'roster.seed_csv=""', "--set", 'trust.seed_file=""'],
                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-            time.sleep(1.0)  # let the collector subscribe before the drain starts (else events wait for resend)
-            total = args.events + args.idle_steps + 20
             start = time.perf_counter()
-            uplink.start()
-            busy, pubacked_s = [], None
-            while True:
-                busy.append(step())
-                total += 1
-                if pubacked_s is None and uplink._drained.is_set():
-                    pubacked_s = time.perf_counter() - start
-                if len(busy) % 30 == 0 and journal_states(cfg.journal.path).get("confirmed", 0) >= total:
-                    break
-                if time.perf_counter() - start > 900:
-                    raise SystemExit("drain did not finish within 15 minutes")
-                time.sleep(STEP_GAP_S)
-            confirmed_s = time.perf_counter() - start
-            uplink.stop()
-            journal.close()
+            watch = BacklogWatch(Path(cfg.journal.path), last_seq, start)
+            app.uplink.start()
+            replay_frames(app, lambda: watch.confirmed_s is not None or not watch.thread.is_alive())
+            busy = list(app.pipeline.counters.latencies_ms)
+            if watch.confirmed_s is None:
+                raise SystemExit(f"the backlog was not confirmed within {TIME_LIMIT_S} s")
+            backlog = last_seq
+            app.close()
         finally:
             if collector is not None:
                 collector.wait(30)
             broker.kill()
     result = {
-        "events": args.events, "max_inflight": args.inflight, "journal_fill_s": round(fill_s, 1),
-        "decider": "kiosk.decider.Decider" if real_decider else "none (journal append only)",
-        "drain_to_puback_s": round(pubacked_s or confirmed_s, 2),
-        "drain_to_puback_per_s": round(args.events / (pubacked_s or confirmed_s)),
-        "drain_confirmed_s": round(confirmed_s, 2), "drain_confirmed_per_s": round(args.events / confirmed_s),
-        "step_idle": summary(idle), "step_during_drain": summary(busy),
+        "backlog_events": backlog, "max_inflight": args.inflight, "journal_fill_s": round(fill_s, 1),
+        "drain_to_puback_s": round(watch.pubacked_s, 2), "drain_to_puback_per_s": round(backlog / watch.pubacked_s),
+        "drain_confirmed_s": round(watch.confirmed_s, 2),
+        "drain_confirmed_per_s": round(backlog / watch.confirmed_s),
+        "scan_to_feedback_idle": summary(idle), "scan_to_feedback_during_drain": summary(busy),
     }
     if args.json:
         print(json.dumps(result))
     else:
         for key, value in result.items():
-            print(f"{key:24} {value}")
+            print(f"{key:30} {value}")
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 from kiosk.config import Config
 from kiosk.errors import KioskError, StorageError
-from kiosk.uplink import connect_kwargs, describe_error, make_client
+from kiosk.uplink import connect_kwargs, describe_error, make_client, tcp_nodelay
 
 log = logging.getLogger("kiosk.collector")
 
@@ -127,7 +127,7 @@ class Collector:
         self.subscription = f"$share/{group}/{topic}" if shared else topic
         self.client_id = client_id or f"collector-{group}"
         self._messages: queue.Queue = queue.Queue()
-        self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._error: str | None = None
         self.result = CollectorResult()
         self.client = None
@@ -138,8 +138,18 @@ class Collector:
             if reason_code.is_failure:
                 self._error = f"broker refused the connection: {reason_code}"
                 return
+            tcp_nodelay(client)
             client.subscribe(self.subscription, qos=1)
-            self._connected.set()
+        except Exception:
+            pass
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
+        """Ready only once the broker holds the subscription: from then on it keeps events for this session."""
+        try:
+            if any(rc.is_failure for rc in reason_codes):   # a broker may also grant it and filter by ACL
+                self._error = f"the broker refused the subscription to {self.subscription} (check its ACL)"
+                return
+            self._subscribed.set()
         except Exception:
             pass
 
@@ -149,6 +159,7 @@ class Collector:
     def connect(self, timeout: float = 10.0) -> None:
         client = make_client(self.cfg, client_id=self.client_id, clean=False, auto_reconnect=True)
         client.on_connect = self._on_connect
+        client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
@@ -160,9 +171,9 @@ class Collector:
                              f"{describe_error(exc)}") from None
         client.loop_start()
         self.client = client
-        if not self._connected.wait(timeout):
+        if not self._subscribed.wait(timeout):
             self.close()
-            raise KioskError(f"collector not connected within {timeout:.0f} s: {self._error or 'no CONNACK'}")
+            raise KioskError(f"collector not subscribed within {timeout:.0f} s: {self._error or 'no CONNACK/SUBACK'}")
 
     def run(self, *, max_events: int | None = None, until_idle: float | None = None,
             should_stop: Callable[[], bool] = lambda: False, flush_seconds: float = 0.2) -> CollectorResult:

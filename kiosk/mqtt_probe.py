@@ -9,7 +9,7 @@ from kiosk.errors import KioskError
 
 
 def _connected_client(cfg: Config, timeout: float, on_message=None):
-    from kiosk.uplink import make_client
+    from kiosk.uplink import describe_error, make_client
 
     client = make_client(cfg, client_id=f"kiosk-probe-{uuid.uuid4().hex[:8]}", clean=True)
     outcome: dict = {}
@@ -25,8 +25,8 @@ def _connected_client(cfg: Config, timeout: float, on_message=None):
     try:
         client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=max(5, int(timeout) * 2))
     except (OSError, ValueError) as exc:
-        raise KioskError(f"cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: {exc} "
-                         "(check mqtt.host, mqtt.port, the network and the broker's listener)") from None
+        raise KioskError(f"cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: "
+                         f"{describe_error(exc, cfg.mqtt.tls)}") from None
     client.loop_start()
     if not connected.wait(timeout):
         _close(client)

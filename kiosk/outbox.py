@@ -1,7 +1,7 @@
 """The upload queue: the `up_*` columns of the journal's `checkins` table (no second copy of an event).
 
 States only move forward: pending -> published (broker PUBACK) -> confirmed (consumer ack), or
-pending -> dropped when the outbox overflowed. Every transition is one short transaction, so a kill at
+pending or published -> dropped when the outbox overflowed. Every transition is one short transaction, so a kill at
 any instant leaves each row in a state it really reached: at worst an event is sent again.
 One Outbox (one SQLite connection) per thread.
 """
@@ -16,6 +16,7 @@ from kiosk.errors import StorageError
 
 PENDING, PUBLISHED, CONFIRMED, DROPPED = "pending", "published", "confirmed", "dropped"
 POLICIES = ("drop_oldest", "drop_newest")
+_QUEUED = f"('{PENDING}', '{PUBLISHED}')"  # still to be sent, or sent again
 _CHUNK = 500  # ids per UPDATE (SQLite's host parameter limit is far higher; this keeps transactions short)
 
 # Small key/value table of our own in the journal file: times that must survive a restart.
@@ -86,7 +87,7 @@ class Outbox:
             "last_ack_at": meta.get("last_ack_at"),
             "max_rows": self.max_rows,
             "full_policy": self.full_policy,
-            "full": self.full,
+            "full": counts[PENDING] + counts[PUBLISHED] >= self.max_rows,
             "final_on_puback": self.final_on_puback,
         }
 
@@ -97,7 +98,7 @@ class Outbox:
         now = self.clock()
         return self._update(
             f"UPDATE checkins SET up_state = ?, up_published_at = ?, up_attempts = up_attempts + 1 "
-            f"WHERE up_state IN ('{PENDING}', '{PUBLISHED}') AND id IN ({{marks}})",
+            f"WHERE +up_state IN ('{PENDING}', '{PUBLISHED}') AND id IN ({{marks}})",
             (target, now), list(ids), meta=("last_puback_at", now))
 
     def confirm(self, ids: Iterable[str]) -> int:
@@ -105,7 +106,7 @@ class Outbox:
         now = self.clock()
         return self._update(
             f"UPDATE checkins SET up_state = '{CONFIRMED}' "
-            f"WHERE up_state IN ('{PENDING}', '{PUBLISHED}') AND id IN ({{marks}})",
+            f"WHERE +up_state IN ('{PENDING}', '{PUBLISHED}') AND id IN ({{marks}})",
             (), list(ids), meta=("last_ack_at", now))
 
     def confirm_upto(self, seq: int) -> int:
@@ -117,22 +118,26 @@ class Outbox:
             meta=("last_ack_at", now))
 
     def enforce_limit(self) -> int:
-        """Apply the full policy when more than max_rows are pending. Returns how many rows were dropped."""
-        pending = self.db.execute("SELECT COUNT(*) FROM checkins WHERE up_state = ?", (PENDING,)).fetchone()[0]
-        excess = pending - self.max_rows
+        """Apply the full policy when more than max_rows are queued (pending, or published and waiting for the
+        consumer's confirmation: both would still be sent). Returns how many rows were dropped."""
+        queued = self.db.execute(f"SELECT COUNT(*) FROM checkins WHERE up_state IN {_QUEUED}").fetchone()[0]
+        excess = queued - self.max_rows
         self.full = excess >= 0
         if excess <= 0:
             return 0
         order = "ASC" if self.full_policy == "drop_oldest" else "DESC"
         dropped = self._write(lambda: self.db.execute(
             f"UPDATE checkins SET up_state = ? WHERE seq IN "
-            f"(SELECT seq FROM checkins WHERE up_state = ? ORDER BY seq {order} LIMIT ?)",
-            (DROPPED, PENDING, excess)).rowcount)
+            f"(SELECT seq FROM checkins WHERE up_state IN {_QUEUED} ORDER BY seq {order} LIMIT ?)",
+            (DROPPED, excess)).rowcount)
         self.dropped_now += dropped
         return dropped
 
     # ------------------------------------------------------------------ helpers
     def _update(self, sql: str, params: tuple, ids: list[str], meta: tuple[str, float]) -> int:
+        """Update rows by id. Callers write `+up_state` in the WHERE: without the `+`, SQLite prefers the
+        (up_state, seq) index for ten or more ids and scans every pending row, so a drain slows down as the
+        backlog grows (measured: 5-60 ms per batch at 100,000 pending instead of well under 1 ms)."""
         if not ids:
             return 0
 

@@ -68,6 +68,15 @@ def make_client(cfg: Config, *, client_id: str | None = None, clean: bool = Fals
     return client
 
 
+def tcp_nodelay(client) -> None:
+    """Send small packets (PUBLISH, PUBACK) at once. paho leaves Nagle's algorithm on, which paces a QoS 1
+    window at the peer's delayed-ACK timer (measured: ~40 ms per window, 470 events/s instead of thousands)."""
+    try:
+        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):  # no socket any more, or not a TCP one
+        pass
+
+
 def connect_kwargs(cfg: Config, *, clean: bool = False) -> dict[str, Any]:
     """Extra connect() arguments: MQTT 5 carries clean start and session expiry here."""
     if cfg.mqtt.protocol != "5":
@@ -129,6 +138,9 @@ def backoff_delay(attempt: int, low: float, high: float, rand: Callable[[], floa
 def describe_error(exc: BaseException, tls: bool = False) -> str:
     if tls and isinstance(exc, (ConnectionResetError, ssl.SSLEOFError, EOFError)):
         return "TLS handshake failed: the broker closed the connection (is mqtt.port a TLS listener?)"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"TLS failure: the broker's certificate was not accepted: {exc.verify_message} "
+                "(check mqtt.ca_file and that mqtt.host matches the certificate)")
     if isinstance(exc, ssl.SSLError):
         return f"TLS failure: {exc.reason or exc} (check mqtt.ca_file, mqtt.cert_file and the broker's certificate)"
     if isinstance(exc, socket.gaierror):
@@ -148,7 +160,7 @@ def _iso(epoch: float) -> str:
 class _Link:
     """One connection attempt: paho's callbacks get it as userdata."""
     gen: int
-    connack: threading.Event = field(default_factory=threading.Event)
+    settled: threading.Event = field(default_factory=threading.Event)   # CONNACK came, or the link ended
     closed: threading.Event = field(default_factory=threading.Event)
     error: str | None = None
     online_at: float | None = None
@@ -176,7 +188,8 @@ class Uplink:
         self._since = clock()
         self._last_error: str | None = None
         self._logged_offline: str | None = None
-        self._attempts = 0
+        self._attempts = 0              # failed connection attempts since the last stable connection
+        self._retry_delay = 0.0         # the backoff before the next attempt
         self._outbox_alarm = False
         self._started_at = clock()
         self.counters = {"published": 0, "confirmed": 0, "resent": 0, "dropped": 0, "reconnects": 0,
@@ -218,7 +231,8 @@ class Uplink:
     @property
     def state(self) -> dict:
         return {"state": "online" if self._online else "offline", "since": _iso(self._since),
-                "last_error": self._last_error, "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"}
+                "last_error": self._last_error, "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+                "attempts": self._attempts, "retry_delay_s": round(self._retry_delay, 2)}
 
     def alarms(self) -> list[str]:
         out = []
@@ -294,8 +308,9 @@ class Uplink:
             if reason_code.is_failure:
                 link.error = f"broker refused the connection: {reason_code} (check mqtt.username/password and ACL)"
                 link.closed.set()
-                link.connack.set()
+                link.settled.set()
                 return
+            tcp_nodelay(client)
             client.subscribe([(self.topics.ack, 1), (f"{self.topics.prefix}/cmd/+", 1),
                               (f"{self.topics.site_prefix}/cmd/+", 1)])
             now = self.clock()
@@ -304,15 +319,20 @@ class Uplink:
                  "version": __version__, "since": _iso(now)}), qos=1, retain=True)
             link.online_at = now
             self._events.put(("connected", link.gen, client))
-            link.connack.set()
+            link.settled.set()
         except Exception:  # callbacks never raise into paho
             log.debug("on_connect failed", exc_info=True)
 
     def _on_disconnect(self, client, link: _Link, flags, reason_code, properties=None) -> None:
         try:
-            if link.error is None:
+            if link.error is None and link.online_at is None:
+                link.error = (f"the broker closed the connection before accepting it ({reason_code}); "
+                              + ("with TLS: does it require a client certificate (mqtt.cert_file, mqtt.key_file)?"
+                                 if self.cfg.mqtt.tls else "is it an MQTT listener, and does it accept this client?"))
+            elif link.error is None:
                 link.error = f"connection lost ({reason_code})"
             link.closed.set()
+            link.settled.set()   # a link closed before its CONNACK must not be waited for until keepalive
         except Exception:
             pass
 
@@ -352,9 +372,9 @@ class Uplink:
                 link.error = describe_error(exc, self.cfg.mqtt.tls)
                 client = None
             if client is not None:
-                if not link.connack.wait(self.cfg.mqtt.keepalive) and link.error is None:
+                if not link.settled.wait(self.cfg.mqtt.keepalive) and link.error is None:
                     link.error = "no CONNACK from the broker (TLS port without mqtt.tls?)"
-                if link.connack.is_set() and link.online_at is not None:
+                if link.online_at is not None:
                     self._went_online(client)
                     while not (link.closed.wait(0.5) or self._stopping.is_set()):
                         pass
@@ -366,8 +386,9 @@ class Uplink:
             if link.online_at is not None and self.clock() - link.online_at >= STABLE_CONNECTION_S:
                 self._attempts = 0
             self._attempts += 1
-            self._stopping.wait(backoff_delay(self._attempts, self.cfg.mqtt.reconnect_min_seconds,
-                                              self.cfg.mqtt.reconnect_max_seconds))
+            self._retry_delay = backoff_delay(self._attempts, self.cfg.mqtt.reconnect_min_seconds,
+                                              self.cfg.mqtt.reconnect_max_seconds)
+            self._stopping.wait(self._retry_delay)
 
     def _new_client(self, link: _Link):
         client = make_client(self.cfg)
@@ -610,8 +631,8 @@ class _Drain:
         dropped = self.outbox.enforce_limit()
         if dropped:
             self.up.counters["dropped"] += dropped
-            log.warning("outbox full (%d pending allowed): %s marked %d events dropped", self.outbox.max_rows,
-                        self.outbox.full_policy, dropped)
+            log.warning("outbox full (%d queued allowed): %s marked %d events dropped (still in the journal)",
+                        self.outbox.max_rows, self.outbox.full_policy, dropped)
         self.up._outbox_alarm = self.outbox.full or self.outbox.dropped_now > 0
 
     def _telemetry(self) -> None:
@@ -625,9 +646,9 @@ class _Drain:
         box = self.outbox.status()
         body = {"v": 1, "ts": _iso(up.clock()), "site": up.cfg.site.id, "device": up.cfg.site.device, **app,
                 "outbox": {k: box[k] for k in ("pending", "published_unconfirmed", "dropped",
-                                                "oldest_pending_age_s", "last_ack_at")},
+                                                "oldest_pending_age_s", "last_ack_at", "max_rows", "full")},
                 "uplink": {"uptime_s": round(up.clock() - up._started_at, 1), "last_error": up._last_error,
-                           **up.counters}}
+                           "alarms": up.alarms(), **up.counters}}
         up._publish(up.topics.telemetry, body, qos=0)
 
 

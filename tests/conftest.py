@@ -1,6 +1,7 @@
 """Shared fixtures: a real Mosquitto on 127.0.0.1 (free port, persistence in tmp_path) and journal helpers."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import queue
@@ -262,3 +263,49 @@ def watcher_factory():
     yield make
     for w in made:
         w.close()
+
+
+# ---------------------------------------------------------------- TLS material for a TLS listener
+@pytest.fixture(scope="session")
+def tls_material(tmp_path_factory) -> dict[str, Path]:
+    """A CA, a broker certificate for 127.0.0.1 and a client certificate it signed, plus an unrelated CA."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    folder = tmp_path_factory.mktemp("tls")
+    now = datetime.now(timezone.utc)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def cert(subject: str, key, issuer: str, issuer_key, *, ca: bool = False, extensions=()):
+        builder = (x509.CertificateBuilder().subject_name(name(subject)).issuer_name(name(issuer))
+                   .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                   .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        for ext in extensions:
+            builder = builder.add_extension(ext, critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def save(stem: str, certificate, key) -> None:
+        (folder / f"{stem}.crt").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{stem}.key").write_bytes(key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+
+    ca_key, other_key, server_key, client_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(4))
+    save("ca", cert("kiosk test CA", ca_key, "kiosk test CA", ca_key, ca=True), ca_key)
+    save("other-ca", cert("unrelated CA", other_key, "unrelated CA", other_key, ca=True), other_key)
+    save("broker", cert("127.0.0.1", server_key, "kiosk test CA", ca_key, extensions=(
+        x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]))), server_key)
+    save("client", cert("kiosk-s1-d1", client_key, "kiosk test CA", ca_key, extensions=(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),)), client_key)
+    return {p.stem.replace("-", "_") + "_" + p.suffix[1:]: p for p in folder.iterdir()}
+
+
+def tls_listener(material: dict[str, Path], *, require_certificate: bool) -> tuple[str, ...]:
+    """Broker settings for a TLS listener with the test CA (lines following its `listener` line)."""
+    return ("allow_anonymous true", f"cafile {material['ca_crt']}", f"certfile {material['broker_crt']}",
+            f"keyfile {material['broker_key']}", f"require_certificate {'true' if require_certificate else 'false'}")

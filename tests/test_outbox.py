@@ -74,6 +74,17 @@ def test_drop_oldest_when_full(tmp_path):
     assert box.confirm(ids[:1]) == 0  # dropped stays dropped
 
 
+def test_published_but_unconfirmed_rows_count_against_the_bound(tmp_path):
+    path = tmp_path / "j.sqlite"
+    ids = fill_journal(path, 130)
+    box = Outbox(path, max_rows=100)
+    box.mark_published(ids[:60])      # would still be sent again: they are queued too
+    box.confirm(ids[:10])             # confirmed rows are not
+    assert box.enforce_limit() == 20
+    assert journal_states(path) == {"confirmed": 10, "dropped": 20, "published": 30, "pending": 70}
+    assert box.next_batch(1, resend_before_epoch=box.clock() + 1, after_seq=130)[0]["id"] == ids[30]
+
+
 def test_drop_newest_when_full(tmp_path):
     path = tmp_path / "j.sqlite"
     ids = fill_journal(path, 120)
@@ -91,3 +102,19 @@ def test_below_the_bound_nothing_is_dropped(journal):
 def test_unknown_policy_is_rejected(journal):
     with pytest.raises(ValueError):
         Outbox(journal[0], full_policy="drop_everything")
+
+
+def test_updates_by_id_cost_the_same_whatever_the_backlog(tmp_path):
+    """SQLite work (VM steps) to mark 20 events published and confirmed must not grow with the pending rows."""
+    def steps(backlog: int) -> int:
+        path = tmp_path / f"j{backlog}.sqlite"
+        ids = fill_journal(path, backlog)
+        box = Outbox(path)
+        count = [0]
+        box.db.set_progress_handler(lambda: count.__setitem__(0, count[0] + 1), 100)
+        box.mark_published(ids[-20:])
+        box.confirm(ids[-20:])
+        box.close()
+        return count[0]
+
+    assert steps(20_000) < 2 * steps(200) + 10

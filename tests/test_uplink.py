@@ -1,9 +1,12 @@
 """Uplink against a real Mosquitto: events, acks, downlink commands, alarms and connection errors."""
+import queue
+import socket
+import threading
 from datetime import datetime, timezone
 
 import pytest
 
-from conftest import fill_journal, free_port, journal_states, kiosk_config, wait_for
+from conftest import assert_exactly_once, fill_journal, journal_states, kiosk_config, running_collector, wait_for
 from kiosk.errors import DataError
 from kiosk.journal import Journal
 from kiosk.model import GREEN, Decision
@@ -155,8 +158,10 @@ def test_telemetry_carries_app_counters_and_outbox_depth(tmp_path, broker, watch
     assert up.alarms() == []
 
 
-def test_outbox_bound_drops_oldest_and_raises_the_alarm_while_offline(tmp_path, make_uplink):
-    cfg = kiosk_config(tmp_path, free_port(), outbox_max_rows=100)   # nothing listens there
+def test_outbox_bound_drops_oldest_and_raises_the_alarm_on_status_and_telemetry(tmp_path, broker_factory,
+                                                                                  watcher_factory, make_uplink):
+    broker = broker_factory()                  # not started yet: nothing listens on its port
+    cfg = kiosk_config(tmp_path, broker.port, outbox_max_rows=100, telemetry_seconds=1, confirm=False)
     ids = fill_journal(cfg.journal.path, 150)
     up = make_uplink(cfg)
     wait_for(lambda: "outbox_full" in up.alarms(), 10, what="outbox alarm")
@@ -164,8 +169,13 @@ def test_outbox_bound_drops_oldest_and_raises_the_alarm_while_offline(tmp_path, 
     assert "connection refused" in up.state["last_error"]
     status = up.status()
     assert status["outbox"]["dropped"] == 50 and status["outbox"]["pending"] == 100 and status["dropped"] == 50
-    assert up.status()["outbox"]["oldest_pending_ts"] is not None
-    assert len(ids) == 150
+    assert status["outbox"]["oldest_pending_ts"] is not None and status["outbox"]["full"] is True
+    broker.start()
+    watcher = watcher_factory(broker.port, f"{PREFIX}/telemetry")
+    body = watcher.next(f"{PREFIX}/telemetry", where=lambda b: b["outbox"]["pending"] == 0)
+    assert body["outbox"]["dropped"] == 50 and "outbox_full" in body["uplink"]["alarms"]  # stays raised
+    states = journal_states(cfg.journal.path)
+    assert states == {"dropped": 50, "confirmed": 100} and len(ids) == 150   # the journal still has all 150
 
 
 def test_refused_credentials_are_visible_and_nothing_is_lost(tmp_path, broker_factory, make_uplink):
@@ -204,3 +214,130 @@ def test_parse_ack_ignores_garbage():
     assert parse_ack(b'{"ids": ["a", 3, ""], "upto_seq": 5}') == (["a"], 5)
     assert parse_ack(b"not json") == ([], None)
     assert parse_ack(b'{"upto_seq": true}') == ([], None)
+
+
+# ---------------------------------------------------------------- downlink into the running App
+class TextReader:
+    """A reader port fed by the test; the App reads it on its own thread."""
+
+    def __init__(self):
+        self.texts = queue.SimpleQueue()
+
+    def start(self):
+        pass
+
+    def close(self):
+        pass
+
+    def read(self, timeout):
+        try:
+            return self.texts.get(timeout=timeout) if timeout > 0 else self.texts.get_nowait()
+        except queue.Empty:
+            return None
+
+
+KHACH = "C0000004|PHAM MINH KHACH|1970-01-31|0|163000000000000004|"
+
+
+def app_config(tmp_path, port):
+    from kiosk import config
+
+    return config.load(None, data={
+        "site": {"id": "s1", "device": "d1", "mode": "health", "debounce_seconds": 0},
+        "clock": {"source": "fixed", "start": "2021-11-15T09:00:00+07:00"},
+        "camera": {"type": "none"}, "display": {"type": "none"}, "gpio": {"pin_factory": "mock"},
+        "roster": {"path": str(tmp_path / "roster.json"), "seed_csv": ""},
+        "trust": {"path": str(tmp_path / "trust.json"), "seed_file": "", "max_age_hours": 0},
+        "journal": {"path": str(tmp_path / "journal.sqlite")},
+        "mqtt": {"enabled": True, "port": port, "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 1.0,
+                 "keepalive": 5, "confirm": False}})
+
+
+@pytest.fixture
+def running_app(tmp_path, broker):
+    """The real App (roster, trust, journal, uplink) on its own thread, reading texts from a TextReader."""
+    from kiosk.app import App
+
+    reader, made = TextReader(), {}
+    ready = threading.Event()
+
+    def main():
+        made["app"] = App(app_config(tmp_path, broker.port), devices={"camera": None, "reader": reader})
+        ready.set()
+        made["result"] = made["app"].run()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    assert ready.wait(10)
+    yield made["app"], reader
+    made["app"].stop()
+    thread.join(10)
+    assert not thread.is_alive() and made["result"].stopped_because == "stopped"
+
+
+def test_downlink_commands_take_effect_on_the_next_scan_and_bad_ones_change_nothing(broker, watcher_factory,
+                                                                                 running_app):
+    app, reader = running_app
+    watcher = watcher_factory(broker.port, f"{PREFIX}/checkin", f"{PREFIX}/cmd/+/result", f"{PREFIX}/status")
+    watcher.next(f"{PREFIX}/status", where=lambda b: b["state"] == "online")
+
+    def scan():
+        reader.texts.put(KHACH)
+        event = watcher.next(f"{PREFIX}/checkin")
+        return event["verdict"], event["reason"], event["direction"], event["mode"]
+
+    def command(topic_name, body, *, site_wide=False):
+        base = "kiosk/s1/all" if site_wide else PREFIX
+        watcher.publish(f"{base}/cmd/{topic_name}", body)
+        return watcher.next(f"{PREFIX}/cmd/{topic_name}/result")
+
+    assert scan() == ("black", "no_health_data", "in", "health")
+    answer = command("roster", {"id": "r-1", "op": "replace", "version": 3,
+                                "entries": [{"id": "C0000004", "doses": "2021-10-01"}]})
+    assert answer == {"v": 1, "ok": True, "error": None, "result": {"count": 1, "version": 3}, "id": "r-1"}
+    assert scan() == ("green", "vaccinated_14d", "in", "health")
+
+    # malformed or invalid: rejected with a reason, the roster (and the verdict) unchanged
+    for bad in (b"{not json", {"op": "replace", "version": 4, "entries": [{"id": "X1", "doses": "2021-10-01"},
+                                                                          {"id": "X2", "doses": "yesterday"}]},
+                {"op": "replace", "version": "4", "entries": []}, {"op": "remove", "keys": "C0000004"},
+                {"op": "shuffle", "entries": []}):
+        answer = command("roster", bad)
+        assert answer["ok"] is False and answer["error"], bad
+    assert (app.roster.count, app.roster.version) == (1, 3)
+    assert scan() == ("green", "vaccinated_14d", "in", "health")
+
+    # trust: a bad certificate is rejected whole
+    answer = command("trust", {"entries": [{"kid": "AAAA", "certificate": "!!"}]})
+    assert answer["ok"] is False and app.trust.count == 0
+
+    # config: own topic applies; site-wide topic is heard too, and a bad value changes nothing
+    assert command("config", {"direction": "out"})["result"] == {"direction": "out", "mode": "health"}
+    answer = command("config", {"mode": "party", "direction": "in"}, site_wide=True)
+    assert answer["ok"] is False and "mode" in answer["error"]
+    assert scan() == ("green", "vaccinated_14d", "out", "health")
+
+    assert command("roster", {"op": "remove", "keys": ["C0000004"]})["result"] == {"removed": 1, "count": 0}
+    assert scan() == ("black", "no_health_data", "out", "health")
+    assert command("ping", {"id": 5})["result"]["pong"] is True
+    assert app.uplink.counters["commands_rejected"] == 7
+
+
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_both_protocol_versions_deliver_confirm_and_keep_the_downlink_session(tmp_path, broker, watcher_factory,
+                                                                              make_uplink, protocol):
+    cfg = kiosk_config(tmp_path, broker.port, protocol=protocol)
+    fill_journal(cfg.journal.path, 300)
+    watcher = watcher_factory(broker.port, f"{PREFIX}/cmd/+/result")
+    collector_db = tmp_path / "collector.sqlite"
+    with running_collector(cfg, collector_db):       # the collector speaks the same protocol version
+        up = make_uplink(cfg)
+        wait_for(lambda: journal_states(cfg.journal.path) == {"confirmed": 300}, 30, what="all confirmed")
+        assert up._client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        up.stop()
+    assert_exactly_once(collector_db, cfg.journal.path)
+    # a command sent while the kiosk is away waits in its persistent session and is answered on return
+    watcher.publish(f"{PREFIX}/cmd/ping", {"id": "while-away"})
+    up = make_uplink(cfg)
+    result = run_commands_until(up, {}, watcher, f"{PREFIX}/cmd/ping/result")
+    assert result["ok"] and result["id"] == "while-away"
