@@ -34,7 +34,6 @@ class Outbox:
         self.final_on_puback = final_on_puback
         self.clock = clock
         self.full = False            # pending rows reached max_rows at the last enforce_limit()
-        self.dropped_now = 0         # rows this process marked dropped (the alarm's count)
         try:
             self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=True)
             self.db.row_factory = sqlite3.Row
@@ -130,7 +129,6 @@ class Outbox:
             f"UPDATE checkins SET up_state = ? WHERE seq IN "
             f"(SELECT seq FROM checkins WHERE up_state IN {_QUEUED} ORDER BY seq {order} LIMIT ?)",
             (DROPPED, excess)).rowcount)
-        self.dropped_now += dropped
         return dropped
 
     # ------------------------------------------------------------------ helpers

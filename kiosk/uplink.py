@@ -633,7 +633,8 @@ class _Drain:
             self.up.counters["dropped"] += dropped
             log.warning("outbox full (%d queued allowed): %s marked %d events dropped (still in the journal)",
                         self.outbox.max_rows, self.outbox.full_policy, dropped)
-        self.up._outbox_alarm = self.outbox.full or self.outbox.dropped_now > 0
+        # The alarm means "full now"; what was dropped stays counted in the journal (status, telemetry).
+        self.up._outbox_alarm = self.outbox.full
 
     def _telemetry(self) -> None:
         up = self.up

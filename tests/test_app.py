@@ -476,7 +476,7 @@ def test_retention_purge(tmp_path, mqtt):
     app = App(make_cfg(tmp_path, *extra), devices={"camera": ScriptedCamera([None])}, monotonic=lambda: 10.0)
     for reason, days in (("old_sent", 30), ("old_unsent", 30), ("recent", 3)):
         app.journal.append(_old_decision(reason, days))
-    app.journal._db.execute("UPDATE checkins SET up_state = 'stored' WHERE reason = 'old_sent'")
+    app.journal._db.execute("UPDATE checkins SET up_state = 'confirmed' WHERE reason = 'old_sent'")
     app.run()
     left = [r["reason"] for r in journal_rows(tmp_path)]
     assert left == (["old_unsent", "recent"] if mqtt else ["recent"])

@@ -68,7 +68,7 @@ def test_drop_oldest_when_full(tmp_path):
     ids = fill_journal(path, 150)
     box = Outbox(path, max_rows=100, full_policy="drop_oldest")
     assert box.enforce_limit() == 50
-    assert box.full and box.dropped_now == 50
+    assert box.full and box.status()["dropped"] == 50
     assert [r["id"] for r in box.next_batch(1)] == [ids[50]]
     assert box.status()["dropped"] == 50
     assert box.confirm(ids[:1]) == 0  # dropped stays dropped

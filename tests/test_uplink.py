@@ -173,7 +173,8 @@ def test_outbox_bound_drops_oldest_and_raises_the_alarm_on_status_and_telemetry(
     broker.start()
     watcher = watcher_factory(broker.port, f"{PREFIX}/telemetry")
     body = watcher.next(f"{PREFIX}/telemetry", where=lambda b: b["outbox"]["pending"] == 0)
-    assert body["outbox"]["dropped"] == 50 and "outbox_full" in body["uplink"]["alarms"]  # stays raised
+    assert body["outbox"]["dropped"] == 50  # the drops stay counted once the queue has room again
+    wait_for(lambda: "outbox_full" not in up.alarms(), 10, what="outbox alarm cleared after the drain")
     states = journal_states(cfg.journal.path)
     assert states == {"dropped": 50, "confirmed": 100} and len(ids) == 150   # the journal still has all 150
 
