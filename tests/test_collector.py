@@ -101,7 +101,8 @@ def test_outbox_status_without_a_journal_says_so(tmp_path):
     assert out.returncode == 74 and "no journal" in out.stderr
 
 
-def test_tail_and_collector_commands(tmp_path, broker, watcher_factory):
+@pytest.mark.parametrize("subscription", [[], ["--plain"]], ids=["shared", "plain"])
+def test_tail_and_collector_commands(tmp_path, broker, watcher_factory, subscription):
     from kiosk.uplink import Uplink
 
     cfg = kiosk_config(tmp_path, broker.port)
@@ -115,7 +116,7 @@ def test_tail_and_collector_commands(tmp_path, broker, watcher_factory):
 
     threads = [threading.Thread(target=run, args=("tail", "--max-events", "5")),
                threading.Thread(target=run, args=("collector", "--db", str(tmp_path / "c.sqlite"),
-                                                  "--max-events", "5"))]
+                                                  "--max-events", "5", *subscription))]
     for t in threads:
         t.start()
     wait_for(lambda: broker_has_subscribers(broker.port), 30, what="tail and collector subscribed")

@@ -1,6 +1,8 @@
 """`kiosk collector`: the reference consumer. Stores every check-in once in SQLite and confirms to each device.
 
-Run several with the same --group to split the load (MQTT shared subscription).
+Run several with the same --group to split the load (MQTT shared subscription). `--plain` subscribes
+without sharing, for a single collector on a broker that does not keep shared subscriptions across its own
+restarts (Mosquitto 2.0): the broker then keeps the collector's events while it is away.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ def register(sub, common) -> None:
     where.add_argument("--all", action="store_true", help="every site")
     p.add_argument("--db", default="collector.sqlite", help="SQLite file for the events (default: %(default)s)")
     p.add_argument("--group", default="collectors", help="shared subscription group (default: %(default)s)")
+    p.add_argument("--plain", action="store_true", help="a plain, not shared, subscription (one collector only)")
     p.add_argument("--client-id", help="MQTT client id, unique per collector (default: collector-GROUP)")
     p.add_argument("--max-events", type=int, help="stop after storing this many new events")
     p.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop when nothing arrived for this long")
@@ -25,7 +28,7 @@ def run(args) -> int:
 
     cfg = load_config(args)
     site = None if args.all else (args.site or cfg.site.id)
-    collector = Collector(cfg, args.db, site=site, group=args.group, client_id=args.client_id)
+    collector = Collector(cfg, args.db, site=site, group=args.group, client_id=args.client_id, shared=not args.plain)
     try:
         collector.connect()
         result = collector.run(max_events=args.max_events, until_idle=args.until_idle)
