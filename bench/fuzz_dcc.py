@@ -4,7 +4,8 @@
 A crash is: `parse` raising, an unexpected exception swallowed inside it (detail `internal`), a mutated
 code accepted, or one input taking longer than --slow-ms. Generators: random bytes, character and byte
 mutations of a valid code, truncations, deep CBOR, zlib bombs, and arbitrary claims signed by the trusted key
-(so the certificate parsing behind the signature check is fuzzed too). Seeded, so a crash can be replayed.
+(so the certificate parsing behind the signature check is fuzzed too), and arbitrary protected and unprotected
+COSE headers over a correct signature (the alg/kid handling before it). Seeded, so a crash can be replayed.
 
     .venv/bin/python bench/fuzz_dcc.py [--seconds 180] [--seed 1] [--json]
 """
@@ -26,6 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import cbor2  # noqa: E402
+from cryptography.hazmat.primitives import hashes  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature  # noqa: E402
 
 from kiosk.codes import base45, cose  # noqa: E402
 from kiosk.codes.dcc import DccVerifier  # noqa: E402
@@ -118,6 +122,27 @@ class Fuzzer:
                                                                     payload))), None
 
 
+    def signed_headers(self) -> tuple[str, bool]:
+        """Random alg/kid/other header values, protected or not, with a correct ES256 signature over them."""
+        def header() -> dict:
+            choices = [(1, lambda: self.rng.choice([-7, -35, -37, 7, -7.0, True, "ES256", None])),
+                       (1, lambda: self.value(2)), (4, lambda: self.signer.kid), (4, lambda: self.value(2)),
+                       (self.rng.choice(KEYS), lambda: self.value(2))]
+            return {key: make() for key, make in self.rng.sample(choices, self.rng.randint(0, 3))}
+
+        protected, unprotected = header(), header()
+        try:
+            prot = cbor2.dumps(protected)
+            payload = zlib.decompress(base45.decode(self.valid[4:]))  # the valid certificate's COSE...
+            claims = cose.decode_sign1(payload, 16).payload           # ...and its claims, re-signed
+            der = self.signer.private_key.sign(cose.sig_structure(prot, claims), ec.ECDSA(hashes.SHA256()))
+            r, s = decode_dss_signature(der)
+            data = cbor2.dumps(cbor2.CBORTag(18, [prot, unprotected, claims, r.to_bytes(32, "big") + s.to_bytes(32, "big")]))
+        except Exception:  # a header value cbor2 cannot encode
+            return self.valid[:10], False
+        return self.hc1(data), None
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=180)
@@ -133,7 +158,8 @@ def main() -> int:
         verifier = DccVerifier(trust)
         fuzzer = Fuzzer(rng, verifier, signer)
         generators = [fuzzer.random_bytes, fuzzer.char_mutation, fuzzer.byte_mutation, fuzzer.truncation,
-                      fuzzer.deep_cbor, fuzzer.zlib_bomb, fuzzer.signed_claims, fuzzer.signed_claims]
+                      fuzzer.deep_cbor, fuzzer.zlib_bomb, fuzzer.signed_claims, fuzzer.signed_claims,
+                      fuzzer.signed_headers]
         tried, reasons, crashes = Counter(), Counter(), []
         slowest = 0.0
         deadline = time.monotonic() + args.seconds

@@ -163,6 +163,9 @@ def test_alg_in_either_header_is_accepted_when_it_fits_the_key(verifier, signer,
     ({}, {1: -37}),                  # an EC key cannot be moved to PS256 by editing the unprotected header
     ({1: -35}, {}),                  # ES384 on a P-256 key
     ({1: "ES256"}, {}),              # not a COSE algorithm number
+    ({1: [-7]}, {}),                 # unhashable values (found by the fuzz tests)
+    ({}, {1: {-7: -7}}),
+    ({1: -7.0}, {}),
 ])
 def test_alg_that_does_not_fit_the_key_fails(verifier, signer, protected, unprotected):
     payload = _claims(thu(doses=[(date(2021, 10, 1), None)]))

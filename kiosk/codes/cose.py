@@ -108,6 +108,8 @@ def accepts_key(public_key) -> bool:
 def verify(sign1: Sign1, public_key) -> bool:
     """True when the signature is valid for `public_key` under the header's algorithm, if the key allows it."""
     alg, tbs = sign1.alg, sign1.to_be_signed()
+    if type(alg) is not int:  # hostile headers carry lists, maps, floats, bools: none names an algorithm
+        return False
     try:
         if isinstance(public_key, rsa.RSAPublicKey) and alg == PS256:
             pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
