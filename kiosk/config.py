@@ -382,7 +382,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     from_file: dict[tuple[str, str], Any] = {}
     for section, keys in data.items():
         if section not in SCHEMA:
-            problems.append(f"[{section}]: unknown section{_did_you_mean(section, SCHEMA)}")
+            problems.append(f"[{section}]: unknown section{did_you_mean(section, SCHEMA)}")
             continue
         if not isinstance(keys, dict):
             problems.append(f"[{section}]: expected a table of keys")
@@ -396,7 +396,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
             problems.extend(exc.problems)
             continue
         if section not in SCHEMA:
-            problems.append(f"--set {section}.{key}: unknown section{_did_you_mean(section, SCHEMA)}")
+            problems.append(f"--set {section}.{key}: unknown section{did_you_mean(section, SCHEMA)}")
             continue
         if isinstance(SCHEMA[section].get(key), (Str, PathValue, Secret)) and not isinstance(raw, str):
             raw = text_value  # `--set site.device=7` means the string "7"
@@ -404,7 +404,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     for (section, key), (raw, origin) in from_file.items():
         spec = SCHEMA[section].get(key)
         if spec is None:
-            problems.append(f"{section}.{key}: unknown key{_did_you_mean(key, SCHEMA[section])}")
+            problems.append(f"{section}.{key}: unknown key{did_you_mean(key, SCHEMA[section])}")
             continue
         try:
             value = spec.convert(raw, key, origin) if isinstance(spec, Secret) else spec.convert(raw, key)
@@ -480,7 +480,7 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[str]:
     return problems
 
 
-def _did_you_mean(word: str, options) -> str:
+def did_you_mean(word: str, options) -> str:
     hint = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f' (did you mean "{hint[0]}"?)' if hint else ""
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from kiosk.codes.fields import ISO_DATE, Malformed, iso_date
+from kiosk.config import did_you_mean
 from kiosk.errors import DataError
 from kiosk.model import Dose, HealthRecord, Person
 from kiosk.storage import DocumentStore
@@ -179,7 +180,8 @@ def _check_header(path: Path, header: list[str]) -> None:
     if unknown and not set(header) & set(COLUMNS):
         problems.append(f"line 1: a header row is required (columns: {', '.join(COLUMNS)})")
     else:
-        problems += [f"line 1: unknown column {h!r} (known: {', '.join(COLUMNS)})" for h in unknown]
+        problems += [f"line 1: unknown column {h!r}{did_you_mean(h, COLUMNS)} (known: {', '.join(COLUMNS)})"
+                     for h in unknown]
         problems += [f"line 1: column {h!r} appears twice" for h in sorted({h for h in header if header.count(h) > 1})]
         if "id" not in header and "qid" not in header:
             problems.append("line 1: needs an 'id' or a 'qid' column")

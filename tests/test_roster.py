@@ -231,8 +231,9 @@ def test_many_bad_lines_are_all_counted(roster, tmp_path):
 def test_duplicate_qid_and_unknown_columns_are_listed_together(roster, tmp_path):
     with pytest.raises(DataError) as exc:
         roster.import_csv(write(tmp_path, "id,qid,nam,dose\n1,2\n"))
-    assert exc.value.problems == ["line 1: unknown column 'nam' (known: id, qid, name, doses, recovered, staff)",
-                                  "line 1: unknown column 'dose' (known: id, qid, name, doses, recovered, staff)"]
+    known = "(known: id, qid, name, doses, recovered, staff)"
+    assert exc.value.problems == [f"line 1: unknown column 'nam' (did you mean \"name\"?) {known}",
+                                  f"line 1: unknown column 'dose' (did you mean \"doses\"?) {known}"]
     with pytest.raises(DataError) as exc:
         roster.import_csv(write(tmp_path, "qid,name\nQ1,A\nQ2,B\nQ1,C\n"))
     assert exc.value.problems == ["line 4: duplicate qid (also on line 2)"]
