@@ -38,6 +38,25 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
+class QueueReader:
+    """A dedicated-reader port fed by the test (texts put on `texts`); the App may read it on its own thread."""
+
+    def __init__(self):
+        self.texts: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+    def start(self):
+        pass
+
+    def close(self):
+        pass
+
+    def read(self, timeout):
+        try:
+            return self.texts.get(timeout=timeout) if timeout > 0 else self.texts.get_nowait()
+        except queue.Empty:
+            return None
+
+
 class Broker:
     """One mosquitto process; restart() keeps its port and persistence folder."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import QueueReader
 from kiosk import config
 from kiosk.app import App, DeviceGuard
 from kiosk.cli import main
@@ -64,25 +65,6 @@ class ScriptedCamera:
                 raise item
             return item
         return None
-
-
-class QueueReader:
-    """A reader port fed by the test."""
-
-    def __init__(self):
-        self.texts: queue.SimpleQueue[str] = queue.SimpleQueue()
-
-    def start(self):
-        pass
-
-    def close(self):
-        pass
-
-    def read(self, timeout):
-        try:
-            return self.texts.get(timeout=timeout) if timeout > 0 else self.texts.get_nowait()
-        except queue.Empty:
-            return None
 
 
 def journal_rows(tmp_path):

@@ -1,12 +1,12 @@
 """Uplink against a real Mosquitto: events, acks, downlink commands, alarms and connection errors."""
-import queue
 import socket
 import threading
 from datetime import datetime, timezone
 
 import pytest
 
-from conftest import assert_exactly_once, fill_journal, journal_states, kiosk_config, running_collector, wait_for
+from conftest import (QueueReader, assert_exactly_once, fill_journal, journal_states, kiosk_config,
+                      running_collector, wait_for)
 from kiosk.errors import DataError
 from kiosk.journal import Journal
 from kiosk.model import GREEN, Decision
@@ -218,25 +218,6 @@ def test_parse_ack_ignores_garbage():
 
 
 # ---------------------------------------------------------------- downlink into the running App
-class TextReader:
-    """A reader port fed by the test; the App reads it on its own thread."""
-
-    def __init__(self):
-        self.texts = queue.SimpleQueue()
-
-    def start(self):
-        pass
-
-    def close(self):
-        pass
-
-    def read(self, timeout):
-        try:
-            return self.texts.get(timeout=timeout) if timeout > 0 else self.texts.get_nowait()
-        except queue.Empty:
-            return None
-
-
 KHACH = "C0000004|PHAM MINH KHACH|1970-01-31|0|163000000000000004|"
 
 
@@ -256,10 +237,10 @@ def app_config(tmp_path, port):
 
 @pytest.fixture
 def running_app(tmp_path, broker):
-    """The real App (roster, trust, journal, uplink) on its own thread, reading texts from a TextReader."""
+    """The real App (roster, trust, journal, uplink) on its own thread, reading texts from a QueueReader."""
     from kiosk.app import App
 
-    reader, made = TextReader(), {}
+    reader, made = QueueReader(), {}
     ready = threading.Event()
 
     def main():
