@@ -109,11 +109,17 @@ class Roster(DocumentStore):
         return removed
 
     # ------------------------------------------------------------------ storage
-    def _to_doc(self, entry: RosterEntry) -> dict[str, Any]:
-        return _to_doc(entry)
+    @staticmethod
+    def _to_doc(entry: RosterEntry) -> dict[str, Any]:
+        return {"id": entry.id, "qid": entry.qid, "name": entry.name, "staff": entry.staff,
+                "doses": [[d.day.isoformat(), d.product] for d in entry.health.doses],
+                "recovered": entry.health.recovered.isoformat() if entry.health.recovered else None}
 
-    def _from_doc(self, doc: dict[str, Any]) -> RosterEntry:
-        return _from_doc(doc)
+    @staticmethod
+    def _from_doc(doc: dict[str, Any]) -> RosterEntry:
+        health = HealthRecord(doses=tuple(Dose(date.fromisoformat(day), product) for day, product in doc["doses"]),
+                              recovered=date.fromisoformat(doc["recovered"]) if doc["recovered"] else None)
+        return RosterEntry(id=doc["id"], qid=doc["qid"], name=doc["name"], health=health, staff=doc["staff"])
 
     def _adopt(self, entries: list[RosterEntry]) -> None:
         self._entries = entries
@@ -323,16 +329,3 @@ def _check_unique(entries: list[RosterEntry]) -> None:
     problems = [f"entry {i}: {p}" for i, e in enumerate(entries, 1) for p in _duplicates(e, f"entry {i}", seen)]
     if problems:
         raise DataError("roster update rejected", problems)
-
-
-# ---------------------------------------------------------------------- stored form
-def _to_doc(entry: RosterEntry) -> dict[str, Any]:
-    return {"id": entry.id, "qid": entry.qid, "name": entry.name, "staff": entry.staff,
-            "doses": [[d.day.isoformat(), d.product] for d in entry.health.doses],
-            "recovered": entry.health.recovered.isoformat() if entry.health.recovered else None}
-
-
-def _from_doc(doc: dict[str, Any]) -> RosterEntry:
-    health = HealthRecord(doses=tuple(Dose(date.fromisoformat(day), product) for day, product in doc["doses"]),
-                          recovered=date.fromisoformat(doc["recovered"]) if doc["recovered"] else None)
-    return RosterEntry(id=doc["id"], qid=doc["qid"], name=doc["name"], health=health, staff=doc["staff"])

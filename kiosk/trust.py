@@ -108,11 +108,20 @@ class TrustList(DocumentStore):
         self._write(kept + list(new.values()))
 
     # ------------------------------------------------------------------ storage
-    def _to_doc(self, signer: Signer) -> dict[str, Any]:
-        return _to_doc(signer)
+    @staticmethod
+    def _to_doc(s: Signer) -> dict[str, Any]:
+        return {"kid": _b64(s.kid), "public_key": _b64(s.public_key_der), "certificate": _b64(s.certificate_der),
+                "subject_country": s.subject_country, "issuer_country": s.issuer_country,
+                "not_after": s.not_after, "source": s.source,
+                "usages": list(s.usages) if s.usages is not None else None}
 
-    def _from_doc(self, doc: dict[str, Any]) -> Signer:
-        return _from_doc(doc)
+    @staticmethod
+    def _from_doc(doc: dict[str, Any]) -> Signer:
+        cert = doc.get("certificate")
+        return Signer(base64.b64decode(doc["kid"], validate=True), base64.b64decode(doc["public_key"], validate=True),
+                      base64.b64decode(cert, validate=True) if cert else None, doc.get("subject_country"),
+                      doc.get("issuer_country"), doc.get("not_after"), doc.get("source"),
+                      tuple(doc["usages"]) if doc.get("usages") is not None else None)
 
     def _adopt(self, signers: list[Signer]) -> None:
         self._keys = {s.kid: serialization.load_der_public_key(s.public_key_der) for s in signers}
@@ -122,21 +131,6 @@ class TrustList(DocumentStore):
 
 def _b64(data: bytes | None) -> str | None:
     return base64.b64encode(data).decode("ascii") if data is not None else None
-
-
-def _to_doc(s: Signer) -> dict[str, Any]:
-    return {"kid": _b64(s.kid), "public_key": _b64(s.public_key_der), "certificate": _b64(s.certificate_der),
-            "subject_country": s.subject_country, "issuer_country": s.issuer_country,
-            "not_after": s.not_after, "source": s.source,
-            "usages": list(s.usages) if s.usages is not None else None}
-
-
-def _from_doc(doc: dict[str, Any]) -> Signer:
-    cert = doc.get("certificate")
-    return Signer(base64.b64decode(doc["kid"], validate=True), base64.b64decode(doc["public_key"], validate=True),
-                  base64.b64decode(cert, validate=True) if cert else None, doc.get("subject_country"),
-                  doc.get("issuer_country"), doc.get("not_after"), doc.get("source"),
-                  tuple(doc["usages"]) if doc.get("usages") is not None else None)
 
 
 # ---------------------------------------------------------------------- parsing and validation

@@ -38,6 +38,15 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
+def tmp_sets(tmp_path, *extra: str) -> list[str]:
+    """`--set` arguments that put every file a command writes (journal, roster, trust list, screens) in tmp_path."""
+    argv = []
+    for s in (f"journal.path={tmp_path}/journal.sqlite", f"roster.path={tmp_path}/roster.json",
+              f"trust.path={tmp_path}/trust.json", f"display.path={tmp_path}/screens", *extra):
+        argv += ["--set", s]
+    return argv
+
+
 class QueueReader:
     """A dedicated-reader port fed by the test (texts put on `texts`); the App may read it on its own thread."""
 

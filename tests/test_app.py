@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QueueReader
+from conftest import QueueReader, tmp_sets
 from kiosk import config
 from kiosk.app import App, DeviceGuard
 from kiosk.cli import main
@@ -466,12 +466,7 @@ def test_retention_purge(tmp_path, mqtt):
 
 # ---------------------------------------------------------------- kiosk run
 def sets(tmp_path, *extra):
-    argv = []
-    for s in (f"journal.path={tmp_path}/journal.sqlite", f"roster.path={tmp_path}/roster.json",
-              f"trust.path={tmp_path}/trust.json", f"display.path={tmp_path}/screens", "mqtt.enabled=false",
-              *extra):
-        argv += ["--set", s]
-    return argv
+    return tmp_sets(tmp_path, "mqtt.enabled=false", *extra)
 
 
 def test_kiosk_run_max_frames(tmp_path, capsys):

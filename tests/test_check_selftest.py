@@ -4,17 +4,10 @@ import json
 
 from PIL import Image
 
+from conftest import tmp_sets
 from kiosk import config
 from kiosk.app import build_clock
 from kiosk.cli import main
-
-
-def sets(tmp_path, *extra: str) -> list[str]:
-    argv = []
-    for s in (f"journal.path={tmp_path}/journal.sqlite", f"roster.path={tmp_path}/roster.json",
-              f"trust.path={tmp_path}/trust.json", f"display.path={tmp_path}/screens", *extra):
-        argv += ["--set", s]
-    return argv
 
 
 def run(capsys, argv) -> tuple[int, dict[str, dict], str]:
@@ -32,7 +25,7 @@ CHECKS = ["config", "decoder", "camera", "reader", "display", "gpio", "clock", "
 
 
 def test_check_passes_with_mqtt_disabled(tmp_path, capsys):
-    status, checks, err = run(capsys, ["check", *sets(tmp_path, "mqtt.enabled=false")])
+    status, checks, err = run(capsys, ["check", *tmp_sets(tmp_path, "mqtt.enabled=false")])
     assert list(checks) == CHECKS
     assert status == 0, checks
     assert all(c["ok"] for c in checks.values())
@@ -44,7 +37,7 @@ def test_check_passes_with_mqtt_disabled(tmp_path, capsys):
 
 
 def test_check_fails_when_the_broker_is_unreachable(tmp_path, capsys):
-    status, checks, _ = run(capsys, ["check", *sets(tmp_path, "mqtt.port=1")])  # nothing listens on port 1
+    status, checks, _ = run(capsys, ["check", *tmp_sets(tmp_path, "mqtt.port=1")])  # nothing listens on port 1
     assert status == 1
     mqtt = checks["mqtt"]
     assert not mqtt["ok"] and "127.0.0.1:1" in mqtt["detail"] and "mqtt.port" in mqtt["detail"]
@@ -54,7 +47,7 @@ def test_check_fails_when_the_broker_is_unreachable(tmp_path, capsys):
 def test_check_clock_on_the_system_clock(tmp_path, capsys):
     extra = ("mqtt.enabled=false", "clock.source=system")
     synced = build_clock(config.load(None, list(extra))).synced()
-    status, checks, _ = run(capsys, ["check", *sets(tmp_path, *extra)])
+    status, checks, _ = run(capsys, ["check", *tmp_sets(tmp_path, *extra)])
     assert checks["clock"]["ok"] is synced and status == (0 if synced else 1)
     if not synced:  # this build machine is not NTP-synchronised
         assert "timedatectl" in checks["clock"]["detail"] and "NTP" in checks["clock"]["detail"]
@@ -69,13 +62,13 @@ def test_check_names_the_fake_hwclock_case(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(app, "build_clock", lambda cfg: SystemClock(
         "Asia/Ho_Chi_Minh", adjtimex=lambda: KernelTime(STA_UNSYNC, 16_000_000),
         timesync_flag=tmp_path / "synchronized", fake_hwclock_data=saved))
-    status, checks, _ = run(capsys, ["check", *sets(tmp_path, "mqtt.enabled=false")])
+    status, checks, _ = run(capsys, ["check", *tmp_sets(tmp_path, "mqtt.enabled=false")])
     assert status == 1 and not checks["clock"]["ok"]
     assert "fake-hwclock" in checks["clock"]["detail"] and "timedatectl" in checks["clock"]["detail"]
 
 
 def test_check_reports_device_problems_and_keeps_going(tmp_path, capsys):
-    status, checks, err = run(capsys, ["check", *sets(tmp_path, "mqtt.enabled=false", "display.type=ssd1306",
+    status, checks, err = run(capsys, ["check", *tmp_sets(tmp_path, "mqtt.enabled=false", "display.type=ssd1306",
                                                       "reader.type=serial", f"reader.port={tmp_path}/ttyNONE")])
     assert status == 1
     assert not checks["display"]["ok"] and "I2C" in checks["display"]["detail"]
@@ -85,7 +78,7 @@ def test_check_reports_device_problems_and_keeps_going(tmp_path, capsys):
 
 
 def test_check_invalid_configuration_lists_every_problem_and_exits_78(tmp_path, capsys):
-    status = main(["check", *sets(tmp_path, "site.direction=sideways", "display.type=plasma")])
+    status = main(["check", *tmp_sets(tmp_path, "site.direction=sideways", "display.type=plasma")])
     captured = capsys.readouterr()
     assert status == 78 and captured.out == ""
     assert "site.direction" in captured.err and "display.type" in captured.err
@@ -94,7 +87,7 @@ def test_check_invalid_configuration_lists_every_problem_and_exits_78(tmp_path, 
 def test_selftest_every_step_ok(tmp_path, capsys):
     out = tmp_path / "out"
     status, steps, err = run(capsys, ["selftest", "--pause", "0", "--out", str(out),
-                                      *sets(tmp_path, "mqtt.enabled=false", "gpio.relay_seconds=0.1")])
+                                      *tmp_sets(tmp_path, "mqtt.enabled=false", "gpio.relay_seconds=0.1")])
     assert list(steps) == ["camera", "display", "pins", "mqtt"]
     assert status == 0 and all(s["ok"] for s in steps.values()), steps
     preview = out / "selftest-camera.png"
@@ -111,7 +104,7 @@ def test_selftest_names_the_failing_step(tmp_path, capsys):
     empty = tmp_path / "no-images"
     empty.mkdir()
     status, steps, _ = run(capsys, ["selftest", "--pause", "0", "--out", str(tmp_path / "out"),
-                                    *sets(tmp_path, "mqtt.enabled=false", "gpio.relay_seconds=0.1",
+                                    *tmp_sets(tmp_path, "mqtt.enabled=false", "gpio.relay_seconds=0.1",
                                           f"camera.path={empty}")])
     assert status == 1
     assert not steps["camera"]["ok"] and "camera.path" in steps["camera"]["detail"]
@@ -121,8 +114,8 @@ def test_selftest_names_the_failing_step(tmp_path, capsys):
 
 def test_check_and_selftest_with_a_real_broker(tmp_path, capsys, broker):
     mqtt = ("mqtt.enabled=true", "mqtt.host=127.0.0.1", f"mqtt.port={broker.port}")
-    status, checks, _ = run(capsys, ["check", *sets(tmp_path, *mqtt)])
+    status, checks, _ = run(capsys, ["check", *tmp_sets(tmp_path, *mqtt)])
     assert status == 0 and checks["mqtt"]["ok"] and str(broker.port) in checks["mqtt"]["detail"]
     status, steps, _ = run(capsys, ["selftest", "--pause", "0", "--out", str(tmp_path / "out"),
-                                    *sets(tmp_path, *mqtt, "gpio.relay_seconds=0.1")])
+                                    *tmp_sets(tmp_path, *mqtt, "gpio.relay_seconds=0.1")])
     assert status == 0 and steps["mqtt"]["ok"], steps["mqtt"]

@@ -13,20 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import tmp_sets
 from kiosk.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 CORPUS = SHARED / "corpus"
 AT = "2021-11-15"
-
-
-def tmp_sets(tmp_path, *extra: str) -> list[str]:
-    argv = []
-    for s in (f"roster.path={tmp_path}/roster.json", f"trust.path={tmp_path}/trust.json",
-              f"journal.path={tmp_path}/journal.sqlite", f"display.path={tmp_path}/screens", *extra):
-        argv += ["--set", s]
-    return argv
 
 
 def decide(tmp_path, capsys, payload: str, *extra: str) -> dict:
