@@ -34,7 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from kiosk.codes import base45, cose  # noqa: E402
 from kiosk.codes.dcc import DccVerifier  # noqa: E402
 from kiosk.issuing import health_certificate, new_signer, sign_hc1  # noqa: E402
-from kiosk.trust import TrustList  # noqa: E402
+from kiosk.stores.trust import TrustList  # noqa: E402
 
 NOW = datetime(2021, 11, 15, 10, 0, tzinfo=timezone.utc)
 KEYS = ["v", "r", "t", "nam", "dob", "fn", "gn", "fnt", "gnt", "dt", "mp", "fr", "sc", "tr", "ver", 1, 4, 6, -260]

@@ -29,7 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from kiosk.journal import Journal  # noqa: E402
+from kiosk.stores.journal import Journal  # noqa: E402
 from kiosk.model import Decision  # noqa: E402
 
 SUBJECT = {"id": "******000123", "name": "N*** V** A", "birth": "1990", "gender": "male"}

@@ -17,7 +17,7 @@ from typing import Any, Callable
 from kiosk import __version__
 from kiosk.config import Config
 from kiosk.errors import DataError, DeviceError, KioskError
-from kiosk.model import GREEN, Decision
+from kiosk.model import DIRECTIONS, GREEN, MODES, Decision
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,14 @@ def build_clock(cfg: Config):
 
 def build_roster(cfg: Config):
     """The roster; on first use it is provisioned from roster.seed_csv when one is configured."""
-    from kiosk.roster import Roster
+    from kiosk.stores.roster import Roster
 
     return _provisioned(Roster, cfg.roster.path, cfg.roster.seed_csv, lambda roster, seed: roster.import_csv(seed))
 
 
 def build_trust(cfg: Config):
     """The trust list; on first use it is provisioned from trust.seed_file when one is configured."""
-    from kiosk.trust import TrustList
+    from kiosk.stores.trust import TrustList
 
     return _provisioned(TrustList, cfg.trust.path, cfg.trust.seed_file, lambda trust, seed: trust.import_file(seed))
 
@@ -178,7 +178,7 @@ class App:
                  monotonic: Callable[[], float] = time.monotonic):
         from kiosk.debounce import Debouncer
         from kiosk.feedback import Feedback
-        from kiosk.journal import Journal
+        from kiosk.stores.journal import Journal
         from kiosk.pipeline import Pipeline
 
         devices = devices or {}
@@ -200,7 +200,7 @@ class App:
                                  result_seconds=cfg.display.result_seconds, relay_seconds=cfg.gpio.relay_seconds)
         self.uplink = None
         if cfg.mqtt.enabled:
-            from kiosk.uplink import Uplink
+            from kiosk.mqtt.uplink import Uplink
 
             self.uplink = Uplink(cfg, cfg.journal.path, telemetry_source=self.telemetry)
         self.pipeline = Pipeline(
@@ -256,7 +256,7 @@ class App:
         return {"imported": count, "count": self.trust.count}
 
     def _cmd_config(self, payload: dict) -> dict:
-        allowed = {"direction": ("in", "out"), "mode": ("trace", "health", "staff")}
+        allowed = {"direction": DIRECTIONS, "mode": MODES}
         unknown = sorted(set(payload) - set(allowed) - {"id", "v"})
         problems = [f"unknown key {k!r} (allowed: direction, mode)" for k in unknown]
         for key, choices in allowed.items():

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from kiosk.errors import ConfigError
+from kiosk.model import DIRECTIONS, MODES
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "demo.toml"
@@ -168,9 +169,9 @@ SCHEMA: dict[str, dict[str, Value]] = {
         "device": Str("kiosk-1", "Device identifier within the site.", max_len=64),
         "mode": Str("trace", "trace: record every valid code, green for any well-formed personal code; "
                     "health: green/black rule; staff: must be on the approved staff list.",
-                    choices=("trace", "health", "staff")),
+                    choices=MODES),
         "staff_requires_health": Bool(False, "In staff mode, also apply the health rule."),
-        "direction": Str("in", "Direction recorded for each check-in.", choices=("in", "out")),
+        "direction": Str("in", "Direction recorded for each check-in.", choices=DIRECTIONS),
         "timezone": Str("Asia/Ho_Chi_Minh", "IANA time zone of the site; dates in rules are local dates."),
         "language": Str("vi", "Language of the screens.", choices=("vi", "en")),
         "authorised_site": Bool(False, "Hospitals and quarantine checkpoints only: keep full personal fields "

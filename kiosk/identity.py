@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 
 from kiosk.errors import StorageError
-from kiosk.storage import fsync_dir
+from kiosk.stores.documents import fsync_dir
 from kiosk.model import Person
 
 KEY_BYTES = 32

@@ -22,8 +22,8 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.codes import base45, cose
 from kiosk.codes.dcc import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS, PREFIX, TEST_DETECTED
-from kiosk.storage import atomic_write_bytes
-from kiosk.trust import kid_of
+from kiosk.stores.documents import atomic_write_bytes
+from kiosk.stores.trust import kid_of
 
 KEY_FILE = "signer-key.pem"
 CERT_FILE = "signer.pem"  # the certificate (PEM) to put in the trust list

@@ -17,6 +17,11 @@ BADGE = "badge"
 UNKNOWN = "unknown"
 KINDS = (PERSONAL_QR, CCCD, DCC, BADGE, UNKNOWN)
 
+# Site modes and check-in directions (DESIGN section 2): the configuration, the `config` command and the
+# button all take their choices from here.
+MODES = ("trace", "health", "staff")
+DIRECTIONS = ("in", "out")
+
 # Verdicts.
 GREEN = "green"
 BLACK = "black"

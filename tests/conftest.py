@@ -163,7 +163,8 @@ def kiosk_config(tmp_path: Path, port: int, *, device: str = "d1", site: str = "
 def fill_journal(path: str | Path, n: int, *, site: str = "s1", device: str = "d1",
                  start: datetime | None = None) -> list[str]:
     """n check-ins in the journal's own schema, in one transaction (fast backlogs); their ids in seq order."""
-    from kiosk.journal import Journal
+    from kiosk.stores.checkins import INSERT
+    from kiosk.stores.journal import Journal
 
     Journal(path, site=site, device=device).close()  # creates the schema
     start = start or datetime.now(timezone.utc) - timedelta(days=7)
@@ -177,9 +178,7 @@ def fill_journal(path: str | Path, n: int, *, site: str = "s1", device: str = "d
                      "green", "valid", '{"name": "N*** V** A"}', f"ref{i}", 0, 1.0))
     db = sqlite3.connect(str(path), timeout=30)
     with db:
-        db.executemany("INSERT INTO checkins (id, ts, ts_epoch, clock_synced, site, device, direction, mode, "
-                       "kind, verdict, reason, subject, subject_ref, override, latency_ms) "
-                       "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        db.executemany(INSERT, rows)
     db.close()
     return ids
 
@@ -203,7 +202,7 @@ def journal_ids(path: str | Path) -> list[str]:
 @contextmanager
 def running_collector(cfg, db_path: Path, **kw):
     """A Collector consuming on a background thread until the block ends."""
-    from kiosk.collector import Collector
+    from kiosk.fleet.collector import Collector
 
     collector = Collector(cfg, db_path, **kw)
     collector.connect()

@@ -230,7 +230,7 @@ def test_scan_unreadable_file_gives_a_clear_line_and_exit_1(tmp_path, capsys):
 def test_a_stale_roster_applies_the_fail_policy_through_decide(tmp_path, capsys, policy):
     from datetime import datetime, timezone
 
-    from kiosk.roster import Roster
+    from kiosk.stores.roster import Roster
 
     # imported long before the (demo, fixed) clock of 2021-11-15, on a site that wants a roster under a day old
     Roster(tmp_path / "roster.json", clock=lambda: datetime(2000, 1, 1, tzinfo=timezone.utc)).import_csv(

@@ -13,7 +13,9 @@ import pytest
 
 from conftest import (collected_ids, fill_journal, free_port, journal_states, kiosk_config, running_collector,
                       wait_for)
-from kiosk.collector import EventStore, Tail, validate
+from kiosk.fleet.collector import validate
+from kiosk.fleet.events import EventStore
+from kiosk.fleet.tail import Tail
 
 EVENT = {"v": 1, "id": "a" * 32, "seq": 1, "ts": "2021-11-15T09:00:00+07:00", "site": "s1", "device": "d1",
          "verdict": "green"}
@@ -48,7 +50,7 @@ def test_store_is_idempotent(tmp_path):
 
 
 def test_two_collectors_share_the_load_without_duplicates(tmp_path, broker):
-    from kiosk.uplink import Uplink
+    from kiosk.mqtt.uplink import Uplink
 
     n = 2_000
     cfg = kiosk_config(tmp_path, broker.port, max_inflight=50)
@@ -103,7 +105,7 @@ def test_outbox_status_without_a_journal_says_so(tmp_path):
 
 @pytest.mark.parametrize("subscription", [[], ["--plain"]], ids=["shared", "plain"])
 def test_tail_and_collector_commands(tmp_path, broker, watcher_factory, subscription):
-    from kiosk.uplink import Uplink
+    from kiosk.mqtt.uplink import Uplink
 
     cfg = kiosk_config(tmp_path, broker.port)
     ids = fill_journal(cfg.journal.path, 5)
@@ -160,7 +162,7 @@ def test_example_acl_confines_each_kiosk(tmp_path, broker_factory, watcher_facto
     """config/mosquitto's ACL: the collector reads through $share and confirms; a kiosk cannot publish as another."""
     import paho.mqtt.client as mqtt
 
-    from kiosk.uplink import Uplink
+    from kiosk.mqtt.uplink import Uplink
 
     example = Path(__file__).resolve().parents[1] / "config" / "mosquitto"
     acl = tmp_path / "kiosk.acl"
@@ -197,7 +199,7 @@ def test_example_acl_confines_each_kiosk(tmp_path, broker_factory, watcher_facto
 
 def test_example_broker_config_runs_with_tls_passwords_and_acl(tmp_path, tls_material):
     """config/mosquitto/mosquitto.conf as shipped, with only its paths and ports moved into tmp_path."""
-    from kiosk.uplink import Uplink
+    from kiosk.mqtt.uplink import Uplink
 
     if shutil.which("mosquitto") is None:
         pytest.skip("mosquitto is not installed (apt install mosquitto)")

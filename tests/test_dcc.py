@@ -25,7 +25,7 @@ from kiosk.codes.dcc import DccVerifier
 from kiosk.issuing import (CERT_FILE, SigningKey, demo_certificates, health_certificate, new_signer, sign_hc1,
                            write_qr_png)
 from kiosk.model import Dose, HealthRecord
-from kiosk.trust import TrustList
+from kiosk.stores.trust import TrustList
 
 NOW = datetime(2021, 11, 15, 10, 0, tzinfo=timezone.utc)
 IAT = NOW - timedelta(days=5)

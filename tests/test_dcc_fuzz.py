@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from kiosk.codes import base45, cose
 from kiosk.codes.dcc import DccVerifier
 from kiosk.issuing import health_certificate, new_signer, sign_hc1
-from kiosk.trust import TrustList
+from kiosk.stores.trust import TrustList
 
 NOW = datetime(2021, 11, 15, 10, 0, tzinfo=timezone.utc)
 REASONS = {"malformed", "unknown_key", "bad_signature", "expired", "not_yet_valid"}

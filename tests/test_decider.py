@@ -13,7 +13,7 @@ from kiosk.debounce import Debouncer
 from kiosk.decider import Decider
 from kiosk.identity import load_hash_key, subject_ref
 from kiosk.model import BLACK, CCCD, DCC, GREEN, INVALID, PERSONAL_QR, UNKNOWN, Dose, HealthRecord, ParsedCode, Person
-from kiosk.roster import Roster
+from kiosk.stores.roster import Roster
 
 SITE = timezone(timedelta(hours=7))
 NOW = datetime(2021, 11, 15, 9, 0, tzinfo=SITE)  # spec section 7: today = 2021-11-15

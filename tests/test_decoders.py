@@ -190,7 +190,7 @@ def test_demo_scenes_decide_as_the_manifest_says_for_any_today(tmp_path):
 
     from kiosk.decider import Decider
     from kiosk.demo_people import demo_roster_csv
-    from kiosk.roster import Roster
+    from kiosk.stores.roster import Roster
 
     today = date(2030, 3, 1)
     (tmp_path / "roster.csv").write_text(demo_roster_csv(today), encoding="utf-8")

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kiosk.codes import base45, cose
 from kiosk.codes.dcc import CLAIM_HCERT, DccVerifier, Rejected
-from kiosk.trust import TrustList
+from kiosk.stores.trust import TrustList
 
 DGC = Path(__file__).resolve().parents[1].parent / "shared" / "testdata" / "dgc"
 CASES = sorted(DGC.glob("**/2DCode/raw/*.json"))

@@ -15,7 +15,7 @@ import pytest
 
 from kiosk.cli import main
 from kiosk.errors import StorageError
-from kiosk.journal import Journal, event_from_row
+from kiosk.stores.journal import Journal, event_from_row
 from kiosk.model import Decision
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -208,7 +208,7 @@ def test_unopenable_path_raises_storage_error(tmp_path):
 CHILD = """
 import sys
 from datetime import datetime, timezone
-from kiosk.journal import Journal
+from kiosk.stores.journal import Journal
 from kiosk.model import Decision
 j = Journal(sys.argv[1], site="s", device="d")
 while True:

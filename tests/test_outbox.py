@@ -2,7 +2,7 @@
 import pytest
 
 from conftest import fill_journal, journal_states
-from kiosk.outbox import Outbox
+from kiosk.stores.outbox import Outbox
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from kiosk.cli import main
 from kiosk.codes import classify
 from kiosk.errors import DataError, StorageError
 from kiosk.model import Dose, HealthRecord, Person
-from kiosk.roster import Roster, RosterEntry
+from kiosk.stores.roster import Roster, RosterEntry
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC_CSV = """id,qid,name,doses,recovered,staff
@@ -156,7 +156,7 @@ def test_a_failed_write_changes_nothing(roster, tmp_path, monkeypatch):
     def disk_full(src, dst):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr("kiosk.storage.os.replace", disk_full)  # the disk fills up at the rename
+    monkeypatch.setattr("kiosk.stores.documents.os.replace", disk_full)  # the disk fills up at the rename
     with pytest.raises(StorageError, match="No space left"):
         roster.upsert(roster.parse_entries([{"id": "1234567"}]))
     assert roster.count == 3 and roster.lookup(Person(id_number="1234567")) is None

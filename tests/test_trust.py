@@ -13,7 +13,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.errors import DataError, StorageError
 from kiosk.issuing import new_signer
-from kiosk.trust import TrustList, kid_of, parse_files
+from kiosk.stores.trust import TrustList, kid_of, parse_files
 
 T0 = datetime(2021, 11, 15, 10, 0, tzinfo=timezone.utc)
 

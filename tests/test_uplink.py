@@ -8,9 +8,11 @@ import pytest
 from conftest import (QueueReader, assert_exactly_once, fill_journal, journal_states, kiosk_config,
                       running_collector, wait_for)
 from kiosk.errors import DataError
-from kiosk.journal import Journal
+from kiosk.stores.journal import Journal
 from kiosk.model import GREEN, Decision
-from kiosk.uplink import Uplink, backoff_delay, parse_ack
+from kiosk.mqtt.backoff import backoff_delay
+from kiosk.mqtt.downlink import parse_ack
+from kiosk.mqtt.uplink import Uplink
 
 PREFIX = "kiosk/s1/d1"
 

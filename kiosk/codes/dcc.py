@@ -4,7 +4,7 @@
 decompressed size, CBOR depth) and every failure becomes a reason code, never an exception:
 `malformed`, `unknown_key`, `bad_signature`, `expired`, `not_yet_valid`. The signature is checked before
 any claim is trusted. A signer whose certificate limits it to some certificate types (extended key usage,
-see kiosk.trust) signing another type gives `unknown_key` with detail `key_usage`: nobody trusted signed it.
+see kiosk.stores.trust) signing another type gives `unknown_key` with detail `key_usage`: nobody trusted signed it.
 `detail` names the failed check (never a value). Whether the holder is green is kiosk.health's decision.
 """
 from __future__ import annotations

@@ -97,7 +97,7 @@ def _probe_clock(cfg) -> str:
 
 
 def _probe_journal(cfg) -> str:
-    from kiosk.journal import Journal
+    from kiosk.stores.journal import Journal
 
     journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
     try:
@@ -126,7 +126,7 @@ def _probe_trust(cfg) -> str:
 def _probe_mqtt(cfg) -> str:
     if not cfg.mqtt.enabled:
         return "disabled"
-    from kiosk.mqtt_probe import probe
+    from kiosk.mqtt.probe import probe
 
     return probe(cfg, timeout=5.0)
 

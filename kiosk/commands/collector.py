@@ -24,7 +24,7 @@ def register(sub, common) -> None:
 
 
 def run(args) -> int:
-    from kiosk.collector import Collector
+    from kiosk.fleet.collector import Collector
 
     cfg = load_config(args)
     site = None if args.all else (args.site or cfg.site.id)

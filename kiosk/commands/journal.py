@@ -53,7 +53,7 @@ def _range(args, tz: str) -> tuple[datetime | None, datetime | None]:
 
 def _run(args, action) -> int:
     """Load config, parse the range, open the journal, run `action(cfg, journal, since, until)`."""
-    from kiosk.journal import Journal
+    from kiosk.stores.journal import Journal
 
     try:
         cfg = load_config(args)

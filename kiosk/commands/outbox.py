@@ -15,7 +15,7 @@ def register(sub, common) -> None:
 
 
 def run_status(args) -> int:
-    from kiosk.outbox import Outbox
+    from kiosk.stores.outbox import Outbox
 
     cfg = load_config(args)
     path = Path(cfg.journal.path)

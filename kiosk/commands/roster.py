@@ -16,7 +16,7 @@ def register(sub, common) -> None:
 
 
 def run_import(args) -> int:
-    from kiosk.roster import Roster
+    from kiosk.stores.roster import Roster
 
     roster = Roster(load_config(args).roster.path)
     count = roster.import_csv(args.file)  # a DataError lists every bad line; kiosk.cli exits 65 with it
@@ -25,7 +25,7 @@ def run_import(args) -> int:
 
 
 def run_show(args) -> int:
-    from kiosk.roster import Roster
+    from kiosk.stores.roster import Roster
 
     roster = Roster(load_config(args).roster.path)
     updated = roster.updated_at

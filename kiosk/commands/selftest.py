@@ -87,7 +87,7 @@ def _pins(cfg, pause: float) -> str:
 def _mqtt(cfg) -> str:
     if not cfg.mqtt.enabled:
         return "MQTT disabled"
-    from kiosk.mqtt_probe import round_trip
+    from kiosk.mqtt.probe import round_trip
 
     return round_trip(cfg, timeout=5.0)
 

@@ -15,7 +15,7 @@ def register(sub, common) -> None:
 
 
 def run(args) -> int:
-    from kiosk.collector import Tail
+    from kiosk.fleet.tail import Tail
 
     cfg = load_config(args)
     site = None if args.all else (args.site or cfg.site.id)

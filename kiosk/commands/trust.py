@@ -19,7 +19,7 @@ def register(sub, common) -> None:
 
 
 def run_import(args) -> int:
-    from kiosk.trust import TrustList, parse_files
+    from kiosk.stores.trust import TrustList, parse_files
 
     trust = TrustList(load_config(args).trust.path)
     signers = parse_files([Path(name) for name in args.files])  # every file validated before any write
@@ -29,7 +29,7 @@ def run_import(args) -> int:
 
 
 def run_show(args) -> int:
-    from kiosk.trust import TrustList
+    from kiosk.stores.trust import TrustList
 
     trust = TrustList(load_config(args).trust.path)
     updated = trust.updated_at

@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.codes import cose
 from kiosk.errors import DataError
-from kiosk.storage import DocumentStore
+from kiosk.stores.documents import DocumentStore
 
 PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 MAX_FILE_BYTES = 16 * 1024 * 1024

@@ -1,6 +1,7 @@
 """The durable check-in journal: one SQLite file (WAL), one row per check-in, never rewritten.
 
-The same rows are the upload queue (`up_*` columns, see `kiosk.outbox`). A `Journal` holds one SQLite
+The same rows are the upload queue (`up_*` columns, see `kiosk.stores.outbox`); the table is defined in
+`kiosk.stores.checkins`. A `Journal` holds one SQLite
 connection and belongs to the thread that made it (the pipeline thread); other threads open their own
 connection to the same file (busy_timeout lets them write concurrently).
 """
@@ -18,63 +19,14 @@ from zoneinfo import ZoneInfo
 
 from kiosk.errors import StorageError
 from kiosk.model import Decision
+from kiosk.stores.checkins import DDL, INSERT, INSERT_COLUMNS, QUEUED_STATES, SCHEMA_VERSION, event_from_row
 
-SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
 EXPORT_FORMATS = ("csv", "jsonl")
 SUBJECT_FIELDS = ("id", "name", "birth", "gender")  # flattened into CSV as subject_<field>
 CSV_COLUMNS = ("seq", "id", "ts", "clock_synced", "site", "device", "direction", "mode", "kind", "verdict",
                "reason", *(f"subject_{f}" for f in SUBJECT_FIELDS), "subject_ref", "override")
-UNSENT_STATES = ("pending", "published")  # not yet stored by the collector
 T = TypeVar("T")
-
-_DDL = """
-CREATE TABLE IF NOT EXISTS checkins (
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL UNIQUE,
-  ts TEXT NOT NULL,
-  ts_epoch REAL NOT NULL,
-  clock_synced INTEGER NOT NULL,
-  site TEXT NOT NULL, device TEXT NOT NULL,
-  direction TEXT NOT NULL, mode TEXT NOT NULL,
-  kind TEXT, verdict TEXT NOT NULL, reason TEXT NOT NULL,
-  subject TEXT NOT NULL,
-  subject_ref TEXT,
-  override INTEGER NOT NULL DEFAULT 0,
-  latency_ms REAL,
-  up_state TEXT NOT NULL DEFAULT 'pending',
-  up_published_at REAL,
-  up_attempts INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS checkins_ts ON checkins(ts_epoch);
-CREATE INDEX IF NOT EXISTS checkins_up ON checkins(up_state, seq);
-CREATE INDEX IF NOT EXISTS checkins_ref ON checkins(subject_ref, ts_epoch);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
-"""
-
-_INSERT = ("INSERT INTO checkins (id, ts, ts_epoch, clock_synced, site, device, direction, mode, kind, verdict, "
-           "reason, subject, subject_ref, override, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
-
-
-def event_from_row(row: sqlite3.Row) -> dict[str, Any]:
-    """The MQTT / export form of one journal row (`v` 1)."""
-    return {
-        "v": 1,
-        "id": row["id"],
-        "seq": row["seq"],
-        "ts": row["ts"],
-        "clock_synced": bool(row["clock_synced"]),
-        "site": row["site"],
-        "device": row["device"],
-        "direction": row["direction"],
-        "mode": row["mode"],
-        "kind": row["kind"],
-        "verdict": row["verdict"],
-        "reason": row["reason"],
-        "subject": json.loads(row["subject"]),
-        "subject_ref": row["subject_ref"],
-        "override": bool(row["override"]),
-    }
 
 
 def _storage_error(action: str, path: Path, exc: sqlite3.Error) -> StorageError:
@@ -135,7 +87,7 @@ class Journal:
         if version == SCHEMA_VERSION:
             return
         # One statement at a time: executescript() would COMMIT behind our transaction.
-        for statement in filter(None, (s.strip() for s in _DDL.split(";"))):
+        for statement in filter(None, (s.strip() for s in DDL.split(";"))):
             self._db.execute(statement)
         self._db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)",
                          (str(SCHEMA_VERSION),))
@@ -170,18 +122,17 @@ class Journal:
                   decision.reason, json.dumps(decision.subject, ensure_ascii=False, sort_keys=True),
                   decision.subject_ref, int(decision.override), decision.latency_ms)
         try:
-            seq = self._transaction(lambda: self._db.execute(_INSERT, values).lastrowid)
+            seq = self._transaction(lambda: self._db.execute(INSERT, values).lastrowid)
         except sqlite3.Error as exc:
             raise _storage_error("write a check-in to", self.path, exc) from None
-        row = self._db.execute("SELECT * FROM checkins WHERE seq = ?", (seq,)).fetchone()
-        return event_from_row(row)
+        return event_from_row({**dict(zip(INSERT_COLUMNS, values)), "seq": seq})
 
     def purge(self, older_than: datetime, keep_unsent: bool = True) -> int:
         """Delete rows before `older_than`; with keep_unsent, rows not yet at the collector stay. Rows deleted."""
         sql = "DELETE FROM checkins WHERE ts_epoch < ?"
         if keep_unsent:
-            sql += f" AND up_state NOT IN ({','.join('?' * len(UNSENT_STATES))})"
-        params = (older_than.timestamp(), *(UNSENT_STATES if keep_unsent else ()))
+            sql += f" AND up_state NOT IN ({','.join('?' * len(QUEUED_STATES))})"
+        params = (older_than.timestamp(), *(QUEUED_STATES if keep_unsent else ()))
         try:
             return self._transaction(lambda: self._db.execute(sql, params).rowcount)
         except sqlite3.Error as exc:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Iterable
 
 from kiosk.errors import StorageError
+from kiosk.stores.checkins import CONFIRMED, DROPPED, PENDING, PUBLISHED, QUEUED_SQL, UPLOAD_STATES
 
-PENDING, PUBLISHED, CONFIRMED, DROPPED = "pending", "published", "confirmed", "dropped"
 POLICIES = ("drop_oldest", "drop_newest")
-_QUEUED = f"('{PENDING}', '{PUBLISHED}')"  # still to be sent, or sent again
 _CHUNK = 500  # ids per UPDATE (SQLite's host parameter limit is far higher; this keeps transactions short)
 
 # Small key/value table of our own in the journal file: times that must survive a restart.
@@ -68,7 +67,7 @@ class Outbox:
         return self.db.execute("SELECT 1 FROM checkins WHERE up_state = ? LIMIT 1", (PENDING,)).fetchone() is not None
 
     def status(self) -> dict:
-        counts = {PENDING: 0, PUBLISHED: 0, CONFIRMED: 0, DROPPED: 0}
+        counts = dict.fromkeys(UPLOAD_STATES, 0)
         for state, n in self.db.execute("SELECT up_state, COUNT(*) FROM checkins GROUP BY up_state"):
             counts[state] = n
         oldest = self.db.execute("SELECT ts, ts_epoch FROM checkins WHERE up_state = ? ORDER BY seq LIMIT 1",
@@ -97,7 +96,7 @@ class Outbox:
         now = self.clock()
         return self._update(
             f"UPDATE checkins SET up_state = ?, up_published_at = ?, up_attempts = up_attempts + 1 "
-            f"WHERE +up_state IN ('{PENDING}', '{PUBLISHED}') AND id IN ({{marks}})",
+            f"WHERE +up_state IN {QUEUED_SQL} AND id IN ({{marks}})",
             (target, now), list(ids), meta=("last_puback_at", now))
 
     def confirm(self, ids: Iterable[str]) -> int:
@@ -105,7 +104,7 @@ class Outbox:
         now = self.clock()
         return self._update(
             f"UPDATE checkins SET up_state = '{CONFIRMED}' "
-            f"WHERE +up_state IN ('{PENDING}', '{PUBLISHED}') AND id IN ({{marks}})",
+            f"WHERE +up_state IN {QUEUED_SQL} AND id IN ({{marks}})",
             (), list(ids), meta=("last_ack_at", now))
 
     def confirm_upto(self, seq: int) -> int:
@@ -119,7 +118,7 @@ class Outbox:
     def enforce_limit(self) -> int:
         """Apply the full policy when more than max_rows are queued (pending, or published and waiting for the
         consumer's confirmation: both would still be sent). Returns how many rows were dropped."""
-        queued = self.db.execute(f"SELECT COUNT(*) FROM checkins WHERE up_state IN {_QUEUED}").fetchone()[0]
+        queued = self.db.execute(f"SELECT COUNT(*) FROM checkins WHERE up_state IN {QUEUED_SQL}").fetchone()[0]
         excess = queued - self.max_rows
         self.full = excess >= 0
         if excess <= 0:
@@ -127,7 +126,7 @@ class Outbox:
         order = "ASC" if self.full_policy == "drop_oldest" else "DESC"
         dropped = self._write(lambda: self.db.execute(
             f"UPDATE checkins SET up_state = ? WHERE seq IN "
-            f"(SELECT seq FROM checkins WHERE up_state IN {_QUEUED} ORDER BY seq {order} LIMIT ?)",
+            f"(SELECT seq FROM checkins WHERE up_state IN {QUEUED_SQL} ORDER BY seq {order} LIMIT ?)",
             (DROPPED, excess)).rowcount)
         return dropped
 

@@ -6,48 +6,19 @@ import uuid
 
 from kiosk.config import Config
 from kiosk.errors import KioskError
+from kiosk.mqtt.client import close, connect_or_explain, make_client
 
 
 def _connected_client(cfg: Config, timeout: float, on_message=None):
-    from kiosk.uplink import describe_error, make_client
-
     client = make_client(cfg, client_id=f"kiosk-probe-{uuid.uuid4().hex[:8]}", clean=True)
-    outcome: dict = {}
-    connected = threading.Event()
-
-    def on_connect(client, userdata, flags, reason_code, properties=None):
-        outcome["rc"] = reason_code
-        connected.set()
-
-    client.on_connect = on_connect
     if on_message:
         client.on_message = on_message
-    try:
-        client.connect(cfg.mqtt.host, cfg.mqtt.port, keepalive=max(5, int(timeout) * 2))
-    except (OSError, ValueError) as exc:
-        raise KioskError(f"cannot reach the broker at {cfg.mqtt.host}:{cfg.mqtt.port}: "
-                         f"{describe_error(exc, cfg.mqtt.tls)}") from None
-    client.loop_start()
-    if not connected.wait(timeout):
-        _close(client)
-        raise KioskError(f"no answer from {cfg.mqtt.host}:{cfg.mqtt.port} within {timeout:.0f} s "
-                         "(TLS port without mqtt.tls, or a firewall?)")
-    rc = outcome["rc"]
-    if rc.is_failure:
-        _close(client)
-        raise KioskError(f"broker refused the connection: {rc} (check mqtt.username, mqtt.password and the "
-                         "broker's ACL)")
+    connect_or_explain(cfg, client, timeout=timeout, who="probe", clean=True)
     return client
 
 
-def _close(client) -> None:
-    client.disconnect()
-    client.loop_stop()
-
-
 def probe(cfg: Config, timeout: float = 5.0) -> str:
-    client = _connected_client(cfg, timeout)
-    _close(client)
+    close(_connected_client(cfg, timeout))
     return f"connected to {cfg.mqtt.host}:{cfg.mqtt.port}"
 
 
@@ -69,5 +40,5 @@ def round_trip(cfg: Config, timeout: float = 5.0) -> str:
             raise KioskError(f"published on {topic} but it did not come back within {timeout:.0f} s "
                              "(the broker's ACL must let this device read and write its own prefix)")
     finally:
-        _close(client)
+        close(client)
     return f"round trip on {topic} ok"

@@ -9,40 +9,24 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import sqlite3
 import threading
 import time
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from kiosk.config import Config
-from kiosk.errors import KioskError, StorageError
-from kiosk.uplink import connect_kwargs, describe_error, make_client, tcp_nodelay
+from kiosk.errors import KioskError
+from kiosk.fleet.events import EventStore
+from kiosk.mqtt.client import close, connect_or_explain, make_client
+from kiosk.mqtt.topics import ack_topic, checkin_filter
 
-log = logging.getLogger("kiosk.collector")
+log = logging.getLogger("kiosk.fleet.collector")
 
-_DDL = """
-CREATE TABLE IF NOT EXISTS events (
-    id TEXT PRIMARY KEY,
-    site TEXT NOT NULL,
-    device TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    ts TEXT,
-    received_at REAL NOT NULL,
-    event TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_device_seq ON events (site, device, seq);
-"""
 ACK_BATCH = 500          # ids per ack message
 MAX_EVENT_BYTES = 64 * 1024
 REQUIRED = {"id": str, "seq": int, "ts": str, "site": str, "device": str, "verdict": str}
-
-
-def checkin_filter(cfg: Config, site: str | None) -> str:
-    """`kiosk/{site}/+/checkin` (site None: every site) from the configured prefix."""
-    return cfg.mqtt.prefix.format(site=site or "+", device="+") + "/checkin"
 
 
 def validate(payload: bytes, topic: str) -> dict | None:
@@ -65,43 +49,6 @@ def validate(payload: bytes, topic: str) -> dict | None:
     if event["site"] not in levels or event["device"] not in levels:
         return None  # a device may only publish its own events (the broker's ACL enforces the topic)
     return event
-
-
-class EventStore:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # made on one thread, then used only by the thread that runs the collector
-            self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode = WAL")
-            self.db.executescript(_DDL)
-        except (OSError, sqlite3.Error) as exc:
-            raise StorageError(f"cannot open the collector database {self.path}: {exc}") from None
-
-    def add(self, events: list[dict]) -> int:
-        """Store in one committed transaction; returns how many were new."""
-        now = time.time()
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-            before = self.db.total_changes
-            self.db.executemany(
-                "INSERT OR IGNORE INTO events (id, site, device, seq, ts, received_at, event) VALUES (?,?,?,?,?,?,?)",
-                [(e["id"], e["site"], e["device"], e["seq"], e["ts"], now, json.dumps(e, ensure_ascii=False))
-                 for e in events])
-            added = self.db.total_changes - before
-            self.db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
-            raise StorageError(f"collector database write failed: {exc} (check free disk space)") from None
-        return added
-
-    def ids(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT id FROM events")]
-
-    def close(self) -> None:
-        self.db.close()
 
 
 @dataclass
@@ -133,16 +80,6 @@ class Collector:
         self.client = None
 
     # paho callbacks: queue only
-    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        try:
-            if reason_code.is_failure:
-                self._error = f"broker refused the connection: {reason_code}"
-                return
-            tcp_nodelay(client)
-            client.subscribe(self.subscription, qos=1)
-        except Exception:
-            pass
-
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties=None) -> None:
         """Ready only once the broker holds the subscription: from then on it keeps events for this session."""
         try:
@@ -158,22 +95,17 @@ class Collector:
 
     def connect(self, timeout: float = 10.0) -> None:
         client = make_client(self.cfg, client_id=self.client_id, clean=False, auto_reconnect=True)
-        client.on_connect = self._on_connect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.max_inflight_messages_set(1000)
         client.max_queued_messages_set(0)
-        try:
-            client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive,
-                           **connect_kwargs(self.cfg))
-        except Exception as exc:
-            raise KioskError(f"collector cannot reach {self.cfg.mqtt.host}:{self.cfg.mqtt.port}: "
-                             f"{describe_error(exc)}") from None
-        client.loop_start()
+        # paho reconnects by itself; every CONNACK (the first and later ones) subscribes again
+        connect_or_explain(self.cfg, client, timeout=timeout, who="collector",
+                           on_connected=lambda c: c.subscribe(self.subscription, qos=1))
         self.client = client
         if not self._subscribed.wait(timeout):
             self.close()
-            raise KioskError(f"collector not subscribed within {timeout:.0f} s: {self._error or 'no CONNACK/SUBACK'}")
+            raise KioskError(f"collector not subscribed within {timeout:.0f} s: {self._error or 'no SUBACK'}")
 
     def run(self, *, max_events: int | None = None, until_idle: float | None = None,
             should_stop: Callable[[], bool] = lambda: False, flush_seconds: float = 0.2) -> CollectorResult:
@@ -213,7 +145,7 @@ class Collector:
                 self.result.invalid += 1
                 continue
             events.append(event)
-            ack_topics.append(topic[: -len("/checkin")] + "/ack")
+            ack_topics.append(ack_topic(topic))
         if not events:
             return
         added = self.store.add(events)  # committed before any ack leaves
@@ -230,61 +162,5 @@ class Collector:
 
     def close(self) -> None:
         if self.client is not None:
-            self.client.disconnect()
-            self.client.loop_stop()
+            close(self.client)
         self.store.close()
-
-
-class Tail:
-    """The operator's live view: each check-in printed once, de-duplicated by id (the last 100,000 kept)."""
-
-    def __init__(self, cfg: Config, site: str | None, emit: Callable[[dict], None], remember: int = 100_000):
-        self.cfg, self.emit, self.remember = cfg, emit, remember
-        self.topic = checkin_filter(cfg, site)
-        self.seen: OrderedDict[str, None] = OrderedDict()
-        self._messages: queue.Queue = queue.Queue()
-        self.printed = 0
-
-    def show(self, topic: str, payload: bytes) -> bool:
-        event = validate(payload, topic)
-        if event is None or event["id"] in self.seen:
-            return False
-        self.seen[event["id"]] = None
-        if len(self.seen) > self.remember:
-            self.seen.popitem(last=False)
-        self.emit(event)
-        self.printed += 1
-        return True
-
-    def _on_connect(self, client, userdata, flags, reason_code, properties=None) -> None:
-        if not reason_code.is_failure:
-            client.subscribe(self.topic, qos=1)
-
-    def run(self, *, max_events: int | None = None, until_idle: float | None = None) -> int:
-        import uuid
-
-        client = make_client(self.cfg, client_id=f"kiosk-tail-{uuid.uuid4().hex[:8]}", clean=True,
-                             auto_reconnect=True)
-        client.on_connect = self._on_connect
-        client.on_message = lambda c, u, m: self._messages.put((m.topic, bytes(m.payload)))
-        try:
-            client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive)
-        except Exception as exc:
-            raise KioskError(f"cannot reach {self.cfg.mqtt.host}:{self.cfg.mqtt.port}: {describe_error(exc)}") \
-                from None
-        client.loop_start()
-        last = time.monotonic()
-        try:
-            while max_events is None or self.printed < max_events:
-                try:
-                    topic, payload = self._messages.get(timeout=0.2)
-                except queue.Empty:
-                    if until_idle is not None and time.monotonic() - last >= until_idle:
-                        break
-                    continue
-                last = time.monotonic()
-                self.show(topic, payload)
-        finally:
-            client.disconnect()
-            client.loop_stop()
-        return self.printed

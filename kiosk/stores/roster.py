@@ -20,7 +20,7 @@ from kiosk.codes.fields import ISO_DATE, Malformed, iso_date
 from kiosk.config import did_you_mean
 from kiosk.errors import DataError
 from kiosk.model import Dose, HealthRecord, Person
-from kiosk.storage import DocumentStore
+from kiosk.stores.documents import DocumentStore
 
 COLUMNS = ("id", "qid", "name", "doses", "recovered", "staff")
 # Roster ids cover ID numbers, passport numbers and the product's badge ids: bounded printable ASCII.

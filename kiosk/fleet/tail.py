@@ -1,0 +1,55 @@
+"""`kiosk tail`: the operator's live view of a site's check-ins, each printed once."""
+from __future__ import annotations
+
+import queue
+import time
+import uuid
+from collections import OrderedDict
+from typing import Callable
+
+from kiosk.config import Config
+from kiosk.fleet.collector import validate
+from kiosk.mqtt.client import close, connect_or_explain, make_client
+from kiosk.mqtt.topics import checkin_filter
+
+class Tail:
+    """The operator's live view: each check-in printed once, de-duplicated by id (the last 100,000 kept)."""
+
+    def __init__(self, cfg: Config, site: str | None, emit: Callable[[dict], None], remember: int = 100_000):
+        self.cfg, self.emit, self.remember = cfg, emit, remember
+        self.topic = checkin_filter(cfg, site)
+        self.seen: OrderedDict[str, None] = OrderedDict()
+        self._messages: queue.Queue = queue.Queue()
+        self.printed = 0
+
+    def show(self, topic: str, payload: bytes) -> bool:
+        event = validate(payload, topic)
+        if event is None or event["id"] in self.seen:
+            return False
+        self.seen[event["id"]] = None
+        if len(self.seen) > self.remember:
+            self.seen.popitem(last=False)
+        self.emit(event)
+        self.printed += 1
+        return True
+
+    def run(self, *, max_events: int | None = None, until_idle: float | None = None) -> int:
+        client = make_client(self.cfg, client_id=f"kiosk-tail-{uuid.uuid4().hex[:8]}", clean=True,
+                             auto_reconnect=True)
+        client.on_message = lambda c, u, m: self._messages.put((m.topic, bytes(m.payload)))
+        connect_or_explain(self.cfg, client, timeout=10.0, who="kiosk tail", clean=True,
+                           on_connected=lambda c: c.subscribe(self.topic, qos=1))
+        last = time.monotonic()
+        try:
+            while max_events is None or self.printed < max_events:
+                try:
+                    topic, payload = self._messages.get(timeout=0.2)
+                except queue.Empty:
+                    if until_idle is not None and time.monotonic() - last >= until_idle:
+                        break
+                    continue
+                last = time.monotonic()
+                self.show(topic, payload)
+        finally:
+            close(client)
+        return self.printed

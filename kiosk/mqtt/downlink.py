@@ -1,0 +1,68 @@
+"""The downlink envelope: commands to a kiosk and consumer acks, both hostile input until validated.
+
+A command is a JSON object on `{prefix}/cmd/{name}` (or the site's `all/cmd/{name}`), at most
+MAX_COMMAND_BYTES; its optional `id` (a correlation id) comes back in the answer on `.../cmd/{name}/result`.
+A handler validates the whole payload before it changes anything and raises DataError to refuse it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+
+from kiosk.errors import DataError
+
+log = logging.getLogger("kiosk.mqtt.downlink")
+
+MAX_COMMAND_BYTES = 4 * 1024 * 1024
+MAX_ACK_IDS = 10_000
+MAX_CORRELATION_ID = 128
+
+Handler = Callable[[dict], dict]
+
+
+def execute(name: str, payload: bytes, handlers: dict[str, Handler]) -> dict[str, Any]:
+    """Run one command through its handler; the answer to publish (`ok`, `error`, `result`, `id`)."""
+    answer: dict[str, Any] = {"v": 1, "ok": False, "error": None, "result": None}
+    if len(payload) > MAX_COMMAND_BYTES:
+        answer["error"] = f"command too large ({len(payload)} bytes, limit {MAX_COMMAND_BYTES})"
+        return answer
+    try:
+        body = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        body = None
+    if not isinstance(body, dict):
+        answer["error"] = "malformed command: expected a JSON object"
+        return answer
+    corr = body.get("id")
+    if isinstance(corr, (str, int)) and not isinstance(corr, bool) and len(str(corr)) <= MAX_CORRELATION_ID:
+        answer["id"] = corr
+    handler = handlers.get(name)
+    if handler is None:
+        answer["error"] = f"unknown command {name!r} (known: {', '.join(sorted(handlers))})"
+        return answer
+    try:
+        answer.update(ok=True, result=handler(body))
+    except (DataError, ValueError, TypeError) as exc:
+        answer["error"] = str(exc)
+    except Exception as exc:  # a handler bug must not stop the kiosk; nothing is logged from the payload
+        log.exception("downlink command %s failed", name)
+        answer["error"] = f"internal error: {type(exc).__name__}"
+    log.info("downlink command %s %s", name, "applied" if answer["ok"] else "rejected")
+    return answer
+
+
+def parse_ack(payload: bytes) -> tuple[list[str], int | None]:
+    """`{"ids": [...]}` and/or `{"upto_seq": N}` from the consumer. Anything else is ignored."""
+    try:
+        body = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        log.warning("ignored a malformed ack on the downlink")
+        return [], None
+    if not isinstance(body, dict):
+        return [], None
+    ids = body.get("ids")
+    ids = [i for i in ids[:MAX_ACK_IDS] if isinstance(i, str) and 0 < len(i) <= 64] if isinstance(ids, list) else []
+    seq = body.get("upto_seq")
+    seq = seq if isinstance(seq, int) and not isinstance(seq, bool) and seq >= 0 else None
+    return ids, seq
