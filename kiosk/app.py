@@ -17,7 +17,8 @@ from typing import Any, Callable
 from kiosk import __version__
 from kiosk.config import Config
 from kiosk.errors import DataError, DeviceError, KioskError
-from kiosk.model import DIRECTIONS, GREEN, MODES, Decision
+from kiosk.model import GREEN, Decision
+from kiosk.site import SiteState
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def _provisioned(store_type, path, seed, provision):
     return store
 
 
-def build_decider(cfg: Config, roster=None, trust=None):
+def build_decider(cfg: Config, roster=None, trust=None, site=None):
     """The decision core: classify, parse, verify, decide. Usable without any hardware."""
     from kiosk.codes.dcc import DccVerifier
     from kiosk.decider import Decider
@@ -96,7 +97,7 @@ def build_decider(cfg: Config, roster=None, trust=None):
     roster = roster if roster is not None else build_roster(cfg)
     trust = trust if trust is not None else build_trust(cfg)
     dcc = DccVerifier(trust, clock_skew_seconds=cfg.trust.clock_skew_seconds, max_input=cfg.codes.max_length)
-    return Decider(cfg, roster, load_hash_key(cfg), dcc=dcc)
+    return Decider(cfg, roster, load_hash_key(cfg), dcc=dcc, site=site)
 
 
 def staleness(cfg: Config, roster, trust, clock) -> Callable[[], tuple[bool, bool]]:
@@ -187,7 +188,8 @@ class App:
         self.clock = clock or build_clock(cfg)
         self.roster = build_roster(cfg)
         self.trust = build_trust(cfg)
-        self.decider = build_decider(cfg, self.roster, self.trust)
+        self.site = SiteState.from_config(cfg)  # runtime mode and direction; the configuration stays as loaded
+        self.decider = build_decider(cfg, self.roster, self.trust, self.site)
         self.journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
         self.camera = devices["camera"] if "camera" in devices else build_camera(cfg)
         self.reader = devices["reader"] if "reader" in devices else build_reader(cfg)
@@ -256,19 +258,11 @@ class App:
         return {"imported": count, "count": self.trust.count}
 
     def _cmd_config(self, payload: dict) -> dict:
-        allowed = {"direction": DIRECTIONS, "mode": MODES}
-        unknown = sorted(set(payload) - set(allowed) - {"id", "v"})
-        problems = [f"unknown key {k!r} (allowed: direction, mode)" for k in unknown]
-        for key, choices in allowed.items():
-            if key in payload and payload[key] not in choices:
-                problems.append(f"{key} must be one of {', '.join(choices)}")
-        if problems:
-            raise DataError("config command rejected", problems)
-        for key in allowed:
-            if key in payload:
-                setattr(self.cfg.site, key, payload[key])
-                log.info("site.%s set to %s by downlink command", key, payload[key])
-        return {"direction": self.cfg.site.direction, "mode": self.cfg.site.mode}
+        changes = {k: v for k, v in payload.items() if k not in ("id", "v")}
+        settings = self.site.update(**changes)  # DataError names every bad key and value; nothing changes
+        for key, value in changes.items():
+            log.info("site.%s set to %s by downlink command", key, value)
+        return {"direction": settings.direction, "mode": settings.mode}
 
     # -------------------------------------------------------------- status
     def alarms(self) -> list[str]:
@@ -297,7 +291,7 @@ class App:
         uptime = time.time() - self.started_at
         return {**c.as_dict(), "alarms": self.alarms(), "uptime_s": round(uptime, 1),
                 "decode_rate_fps": round(c.frames / uptime, 2) if uptime > 0 else 0.0,
-                "direction": self.cfg.site.direction, "mode": self.cfg.site.mode, "version": __version__}
+                "direction": self.site.direction, "mode": self.site.mode, "version": __version__}
 
     # -------------------------------------------------------------- the loop
     def stop(self) -> None:
@@ -396,13 +390,13 @@ class App:
 
     def _on_button(self) -> None:
         if self.cfg.gpio.button_action == "toggle_direction":
-            self.cfg.site.direction = "out" if self.cfg.site.direction == "in" else "in"
-            log.info("direction switched to %s by the button", self.cfg.site.direction)
+            log.info("direction switched to %s by the button", self.site.toggle_direction())
             return
         now = self.clock.now()
+        settings = self.site.now
         self.pipeline.handle_override(Decision(
             kind=None, verdict=GREEN, reason="override", at=now, clock_synced=self.clock.synced(),
-            direction=self.cfg.site.direction, mode=self.cfg.site.mode, override=True))
+            direction=settings.direction, mode=settings.mode, override=True))
 
     def _maybe_purge(self) -> None:
         now = self._monotonic()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import difflib
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -155,198 +155,240 @@ def _bounds_doc(lo, hi):
 
 
 # ---------------------------------------------------------------- the schema
-PATH_KEYS: set[tuple[str, str]] = set()
+def key(spec: Value) -> Any:
+    """One configuration key: a dataclass field whose default and validation come from `spec`."""
+    return field(default=spec.default, metadata={"spec": spec})
 
 
-def _path(section: str, key: str, default: str, doc: str) -> PathValue:
-    PATH_KEYS.add((section, key))
-    return PathValue(default, doc)
+@dataclass(frozen=True)
+class SiteConfig:
+    id: str = key(Str("site-1", "Site identifier, used in MQTT topics and events.", max_len=64))
+    device: str = key(Str("kiosk-1", "Device identifier within the site.", max_len=64))
+    mode: str = key(Str("trace", "trace: record every valid code, green for any well-formed personal code; "
+                        "health: green/black rule; staff: must be on the approved staff list.",
+                        choices=MODES))
+    staff_requires_health: bool = key(Bool(False, "In staff mode, also apply the health rule."))
+    direction: str = key(Str("in", "Direction recorded for each check-in.", choices=DIRECTIONS))
+    timezone: str = key(Str("Asia/Ho_Chi_Minh", "IANA time zone of the site; dates in rules are local dates."))
+    language: str = key(Str("vi", "Language of the screens.", choices=("vi", "en")))
+    authorised_site: bool = key(Bool(False, "Hospitals and quarantine checkpoints only: keep full personal fields "
+                                     "on screen and in the journal. Otherwise everything is masked."))
+    fail_policy: str = key(Str("black", "Verdict when a needed source is stale or the clock is not trustworthy.",
+                               choices=("black", "green")))
+    debounce_seconds: float = key(Float(10.0, "The same person within this window is one check-in.", min=0, max=3600))
 
 
-SCHEMA: dict[str, dict[str, Value]] = {
-    "site": {
-        "id": Str("site-1", "Site identifier, used in MQTT topics and events.", max_len=64),
-        "device": Str("kiosk-1", "Device identifier within the site.", max_len=64),
-        "mode": Str("trace", "trace: record every valid code, green for any well-formed personal code; "
-                    "health: green/black rule; staff: must be on the approved staff list.",
-                    choices=MODES),
-        "staff_requires_health": Bool(False, "In staff mode, also apply the health rule."),
-        "direction": Str("in", "Direction recorded for each check-in.", choices=DIRECTIONS),
-        "timezone": Str("Asia/Ho_Chi_Minh", "IANA time zone of the site; dates in rules are local dates."),
-        "language": Str("vi", "Language of the screens.", choices=("vi", "en")),
-        "authorised_site": Bool(False, "Hospitals and quarantine checkpoints only: keep full personal fields "
-                                "on screen and in the journal. Otherwise everything is masked."),
-        "fail_policy": Str("black", "Verdict when a needed source is stale or the clock is not trustworthy.",
-                           choices=("black", "green")),
-        "debounce_seconds": Float(10.0, "The same person within this window is one check-in.", min=0, max=3600),
-    },
-    "health": {
-        "profile": Str("hcmc", "hcmc: recovered < 180 days or a dose >= 14 days ago. moh-2021-12: last dose "
-                       "14 days to 6 months ago, or recovered within 6 months.", choices=("hcmc", "moh-2021-12")),
-        "recovered_days": Int(180, "Recovery counts while today - recovered < this many days (<= with "
-                              "recovered_inclusive).", min=1, max=3650),
-        "recovered_inclusive": Bool(False, "true: today - recovered <= recovered_days; false: strictly less "
-                                    "(HCMC: \"dưới 180 ngày\", under 180 days)."),
-        "dose_min_days": Int(14, "A dose counts once this many days have passed.", min=0, max=365),
-        "dose_min_inclusive": Bool(True, "true: today - dose >= dose_min_days; false: strictly greater."),
-        "dose_max_days": Int(0, "A dose stops counting after this many days (0: never; the moh-2021-12 "
-                             "profile uses 180 when this is 0).", min=0, max=3650),
-        "accept_tests": Bool(False, "Accept a negative test in a signed certificate as green."),
-        "test_valid_hours": Int(72, "A negative test counts for this many hours.", min=1, max=720),
-    },
-    "codes": {
-        "max_length": Int(4096, "Longer payloads are invalid/too_long before any other work.", min=64, max=65536),
-        "badge_prefix": Str("", "Prefix of the product's own staff badges (empty: badges off).", max_len=16),
-    },
-    "camera": {
-        "type": Str("picamera2", "replay (images or a video at path), picamera2, v4l2 or none.",
-                    choices=("replay", "picamera2", "v4l2", "none")),
-        "path": _path("camera", "path", "", "replay: a folder of images (name order) or a video file."),
-        "loop": Bool(False, "replay: start again at the end instead of stopping."),
-        "width": Int(640, "Decode stream width in pixels.", min=160, max=4056),
-        "height": Int(480, "Decode stream height in pixels.", min=120, max=3040),
-        "fps": Float(30.0, "Frames per second asked of the camera.", min=1, max=120),
-        "device": Int(0, "v4l2: /dev/videoN index.", min=0, max=63),
-        "autofocus": Bool(True, "picamera2: continuous autofocus where the module has it."),
-        "exposure_us": Int(0, "Fixed exposure time in microseconds (0: automatic). Phone screens read "
-                           "best around 8000-15000.", min=0, max=1000000),
-        "retry_seconds": Float(5.0, "Wait between attempts to reopen a failed camera.", min=0.1, max=600),
-    },
-    "reader": {
-        "type": Str("none", "Dedicated QR reader: none, serial (USB CDC / RS-232) or evdev (HID keyboard wedge).",
-                    choices=("none", "serial", "evdev")),
-        "port": _path("reader", "port", "/dev/ttyACM0", "serial: device path."),
-        "baudrate": Int(9600, "serial: baud rate.", min=1200, max=921600),
-        "device": _path("reader", "device", "", "evdev: /dev/input/by-id/... path of the reader."),
-    },
-    "decoder": {
-        "type": Str("auto", "auto (recommended: zxing-cpp, then a second zxing-cpp binarizer only when the first "
-                    "reads nothing), zxing (zxing-cpp alone) or zbar (pyzbar).", choices=("auto", "zxing", "zbar")),
-    },
-    "roster": {
-        "path": _path("roster", "path", "roster.json", "Roster of people (TinyDB file, created on first use)."),
-        "max_age_hours": Float(0.0, "Roster older than this is stale and the fail policy applies (0: never).",
-                               min=0, max=87600),
-        "seed_csv": _path("roster", "seed_csv", "", "Roster CSV imported when the roster file does not exist yet "
-                          "(provisioning; empty: none)."),
-    },
-    "trust": {
-        "path": _path("trust", "path", "trust.json", "Trust list of certificate signers (TinyDB file)."),
-        "max_age_hours": Float(168.0, "Trust list older than this is stale (0: never).", min=0, max=87600),
-        "clock_skew_seconds": Int(300, "Tolerance for certificate issued-at in the future.", min=0, max=86400),
-        "seed_file": _path("trust", "seed_file", "", "Signer certificate(s) (PEM/DER/JSON) imported when the trust "
-                           "list file does not exist yet (provisioning; empty: none)."),
-    },
-    "journal": {
-        "path": _path("journal", "path", "journal.sqlite", "Check-in journal and outbox (SQLite)."),
-        "retention_days": Int(21, "Rows older than this are purged (the rules ask for at least 1).",
-                              min=1, max=3650),
-        "hash_key": Secret("", "Key for subject_ref, the keyed hash of the ID used for de-identified tracing. "
-                           "Empty: a random key is created next to the journal on first use."),
-    },
-    "display": {
-        "type": Str("ssd1306", "ssd1306, sh1106 (128x64 I2C), ssd1351 (128x128 SPI colour), hdmi (pygame), "
-                    "png (write each screen to a folder), dummy (luma dummy device) or none.",
-                    choices=("ssd1306", "sh1106", "ssd1351", "hdmi", "png", "dummy", "none")),
-        "path": _path("display", "path", "screens", "png: folder for the screen images."),
-        "i2c_port": Int(1, "I2C bus number.", min=0, max=10),
-        "i2c_address": Int(0x3C, "I2C address of the panel (check with `i2cdetect -y 1`).", min=0x03, max=0x77),
-        "spi_port": Int(0, "SPI bus.", min=0, max=6),
-        "spi_device": Int(0, "SPI chip select.", min=0, max=3),
-        "gpio_dc": Int(24, "SPI panels: data/command pin (BCM).", min=0, max=27),
-        "gpio_rst": Int(25, "SPI panels: reset pin (BCM).", min=0, max=27),
-        "rotate": Int(0, "Rotation in quarter turns.", min=0, max=3),
-        "contrast": Int(255, "Panel contrast.", min=0, max=255),
-        "width": Int(800, "hdmi/png: screen width.", min=64, max=3840),
-        "height": Int(480, "hdmi/png: screen height.", min=64, max=2160),
-        "fullscreen": Bool(True, "hdmi: full screen."),
-        "result_seconds": Float(3.0, "How long a result stays before the idle screen returns.", min=0.2, max=60),
-    },
-    "gpio": {
-        "pin_factory": Str("auto", "gpiozero pin factory: mock (no hardware), lgpio (Pi 5, current OS), "
-                           "rpigpio, or auto (gpiozero's own choice).", choices=("mock", "lgpio", "rpigpio", "auto")),
-        "led": Str("pair", "pair: separate green/red LEDs; rgb: one RGB LED; none.", choices=("pair", "rgb", "none")),
-        "led_green": Int(17, "Green LED pin (BCM).", min=0, max=27),
-        "led_red": Int(27, "Red LED pin (BCM).", min=0, max=27),
-        "led_blue": Int(22, "rgb: blue pin (BCM).", min=0, max=27),
-        "buzzer": Int(18, "Buzzer pin (BCM); 18 has hardware PWM for tones. -1: no buzzer.", min=-1, max=27),
-        "buzzer_tonal": Bool(False, "Passive buzzer driven with tones (gpiozero TonalBuzzer)."),
-        "relay": Int(-1, "Door/turnstile relay pin (BCM), pulsed on green. -1: no relay.", min=-1, max=27),
-        "relay_active_high": Bool(True, "false for relay boards that switch on a low input."),
-        "relay_seconds": Float(1.0, "Relay pulse length.", min=0.05, max=30),
-        "button": Int(-1, "Button pin (BCM). -1: no button.", min=-1, max=27),
-        "button_action": Str("toggle_direction", "toggle_direction (in/out) or override (guard's manual admit, "
-                             "journaled as an override).", choices=("toggle_direction", "override")),
-    },
-    "clock": {
-        "source": Str("system", "system: trust system time only when NTP-synchronised; assume_synced: always "
-                      "trust it (development only); fixed: start at clock.start and run on (demo, replays).",
-                      choices=("system", "assume_synced", "fixed")),
-        "start": Str("", "fixed: the starting instant, ISO-8601 with offset (e.g. 2021-11-15T09:00:00+07:00)."),
-    },
-    "mqtt": {
-        "enabled": Bool(False, "Publish check-ins over MQTT."),
-        "host": Str("127.0.0.1", "Broker host."),
-        "port": Int(1883, "Broker port (8883 for TLS).", min=1, max=65535),
-        "protocol": Str("3.1.1", "MQTT protocol version.", choices=("3.1.1", "5")),
-        "prefix": Str("kiosk/{site}/{device}", "Topic prefix; {site} and {device} are filled in."),
-        "client_id": Str("", "Client id (empty: kiosk-{site}-{device})."),
-        "username": Str("", "Username (empty: none)."),
-        "password": Secret("", "Password."),
-        "tls": Bool(False, "Use TLS."),
-        "ca_file": _path("mqtt", "ca_file", "", "TLS: CA certificate file (empty: system store)."),
-        "cert_file": _path("mqtt", "cert_file", "", "TLS: client certificate (optional)."),
-        "key_file": _path("mqtt", "key_file", "", "TLS: client key (optional)."),
-        "keepalive": Int(30, "Keepalive seconds.", min=5, max=3600),
-        "max_inflight": Int(20, "QoS 1 messages in flight at once.", min=1, max=1000),
-        "confirm": Bool(True, "Wait for the consumer's ack on {prefix}/ack before an event is final "
-                        "(false: the broker's PUBACK is final)."),
-        "resend_after_seconds": Float(300.0, "Published but unconfirmed events are sent again after this.",
-                                      min=1, max=604800),
-        "outbox_max_rows": Int(1000000, "Most events queued for upload.", min=100, max=100000000),
-        "outbox_full_policy": Str("drop_oldest", "When the outbox is full: drop_oldest (stop queueing the "
-                                  "oldest, keep journaling, raise an alarm) or drop_newest.",
-                                  choices=("drop_oldest", "drop_newest")),
-        "telemetry_seconds": Float(60.0, "Telemetry period.", min=1, max=86400),
-        "reconnect_min_seconds": Float(1.0, "First reconnect delay.", min=0.1, max=600),
-        "reconnect_max_seconds": Float(120.0, "Largest reconnect delay.", min=1, max=3600),
-    },
-    "service": {
-        "log_level": Str("info", "Log level.", choices=("debug", "info", "warning", "error")),
-        "watchdog": Bool(True, "Feed systemd's watchdog from the main loop when WATCHDOG_USEC is set."),
-    },
-}
+@dataclass(frozen=True)
+class HealthConfig:
+    profile: str = key(Str("hcmc", "hcmc: recovered < 180 days or a dose >= 14 days ago. moh-2021-12: last dose "
+                           "14 days to 6 months ago, or recovered within 6 months.", choices=("hcmc", "moh-2021-12")))
+    recovered_days: int = key(Int(180, "Recovery counts while today - recovered < this many days (<= with "
+                                  "recovered_inclusive).", min=1, max=3650))
+    recovered_inclusive: bool = key(Bool(False, "true: today - recovered <= recovered_days; false: strictly less "
+                                         "(HCMC: \"dưới 180 ngày\", under 180 days)."))
+    dose_min_days: int = key(Int(14, "A dose counts once this many days have passed.", min=0, max=365))
+    dose_min_inclusive: bool = key(Bool(True, "true: today - dose >= dose_min_days; false: strictly greater."))
+    dose_max_days: int = key(Int(0, "A dose stops counting after this many days (0: never; the moh-2021-12 "
+                                 "profile uses 180 when this is 0).", min=0, max=3650))
+    accept_tests: bool = key(Bool(False, "Accept a negative test in a signed certificate as green."))
+    test_valid_hours: int = key(Int(72, "A negative test counts for this many hours.", min=1, max=720))
 
 
-# ---------------------------------------------------------------- loaded config
-class Section:
-    """Attribute access to one validated section: `cfg.site.mode`."""
-
-    def __init__(self, name: str, values: dict[str, Any]):
-        self._name = name
-        self.__dict__.update(values)
-
-    def __repr__(self) -> str:
-        shown = {k: ("***" if isinstance(SCHEMA[self._name][k], Secret) and v else v)
-                 for k, v in self.__dict__.items() if not k.startswith("_")}
-        return f"<{self._name} {shown}>"
+@dataclass(frozen=True)
+class CodesConfig:
+    max_length: int = key(Int(4096, "Longer payloads are invalid/too_long before any other work.", min=64, max=65536))
+    badge_prefix: str = key(Str("", "Prefix of the product's own staff badges (empty: badges off).", max_len=16))
 
 
+@dataclass(frozen=True)
+class CameraConfig:
+    type: str = key(Str("picamera2", "replay (images or a video at path), picamera2, v4l2 or none.",
+                        choices=("replay", "picamera2", "v4l2", "none")))
+    path: str = key(PathValue("", "replay: a folder of images (name order) or a video file."))
+    loop: bool = key(Bool(False, "replay: start again at the end instead of stopping."))
+    width: int = key(Int(640, "Decode stream width in pixels.", min=160, max=4056))
+    height: int = key(Int(480, "Decode stream height in pixels.", min=120, max=3040))
+    fps: float = key(Float(30.0, "Frames per second asked of the camera.", min=1, max=120))
+    device: int = key(Int(0, "v4l2: /dev/videoN index.", min=0, max=63))
+    autofocus: bool = key(Bool(True, "picamera2: continuous autofocus where the module has it."))
+    exposure_us: int = key(Int(0, "Fixed exposure time in microseconds (0: automatic). Phone screens read "
+                               "best around 8000-15000.", min=0, max=1000000))
+    retry_seconds: float = key(Float(5.0, "Wait between attempts to reopen a failed camera.", min=0.1, max=600))
+
+
+@dataclass(frozen=True)
+class ReaderConfig:
+    type: str = key(Str("none", "Dedicated QR reader: none, serial (USB CDC / RS-232) or evdev (HID keyboard wedge).",
+                        choices=("none", "serial", "evdev")))
+    port: str = key(PathValue("/dev/ttyACM0", "serial: device path."))
+    baudrate: int = key(Int(9600, "serial: baud rate.", min=1200, max=921600))
+    device: str = key(PathValue("", "evdev: /dev/input/by-id/... path of the reader."))
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    type: str = key(Str("auto", "auto (recommended: zxing-cpp, then a second zxing-cpp binarizer only when the first "
+                        "reads nothing), zxing (zxing-cpp alone) or zbar (pyzbar).", choices=("auto", "zxing", "zbar")))
+
+
+@dataclass(frozen=True)
+class RosterConfig:
+    path: str = key(PathValue("roster.json", "Roster of people (TinyDB file, created on first use)."))
+    max_age_hours: float = key(Float(0.0, "Roster older than this is stale and the fail policy applies (0: never).",
+                                     min=0, max=87600))
+    seed_csv: str = key(PathValue("", "Roster CSV imported when the roster file does not exist yet "
+                              "(provisioning; empty: none)."))
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    path: str = key(PathValue("trust.json", "Trust list of certificate signers (TinyDB file)."))
+    max_age_hours: float = key(Float(168.0, "Trust list older than this is stale (0: never).", min=0, max=87600))
+    clock_skew_seconds: int = key(Int(300, "Tolerance for certificate issued-at in the future.", min=0, max=86400))
+    seed_file: str = key(PathValue("", "Signer certificate(s) (PEM/DER/JSON) imported when the trust "
+                               "list file does not exist yet (provisioning; empty: none)."))
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    path: str = key(PathValue("journal.sqlite", "Check-in journal and outbox (SQLite)."))
+    retention_days: int = key(Int(21, "Rows older than this are purged (the rules ask for at least 1).",
+                                  min=1, max=3650))
+    hash_key: str = key(Secret("", "Key for subject_ref, the keyed hash of the ID used for de-identified tracing. "
+                               "Empty: a random key is created next to the journal on first use."))
+
+
+@dataclass(frozen=True)
+class DisplayConfig:
+    type: str = key(Str("ssd1306", "ssd1306, sh1106 (128x64 I2C), ssd1351 (128x128 SPI colour), hdmi (pygame), "
+                        "png (write each screen to a folder), dummy (luma dummy device) or none.",
+                        choices=("ssd1306", "sh1106", "ssd1351", "hdmi", "png", "dummy", "none")))
+    path: str = key(PathValue("screens", "png: folder for the screen images."))
+    i2c_port: int = key(Int(1, "I2C bus number.", min=0, max=10))
+    i2c_address: int = key(Int(0x3C, "I2C address of the panel (check with `i2cdetect -y 1`).", min=0x03, max=0x77))
+    spi_port: int = key(Int(0, "SPI bus.", min=0, max=6))
+    spi_device: int = key(Int(0, "SPI chip select.", min=0, max=3))
+    gpio_dc: int = key(Int(24, "SPI panels: data/command pin (BCM).", min=0, max=27))
+    gpio_rst: int = key(Int(25, "SPI panels: reset pin (BCM).", min=0, max=27))
+    rotate: int = key(Int(0, "Rotation in quarter turns.", min=0, max=3))
+    contrast: int = key(Int(255, "Panel contrast.", min=0, max=255))
+    width: int = key(Int(800, "hdmi/png: screen width.", min=64, max=3840))
+    height: int = key(Int(480, "hdmi/png: screen height.", min=64, max=2160))
+    fullscreen: bool = key(Bool(True, "hdmi: full screen."))
+    result_seconds: float = key(Float(3.0, "How long a result stays before the idle screen returns.", min=0.2, max=60))
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin_factory: str = key(Str("auto", "gpiozero pin factory: mock (no hardware), lgpio (Pi 5, current OS), "
+                               "rpigpio, or auto (gpiozero's own choice).", choices=("mock", "lgpio", "rpigpio", "auto")))
+    led: str = key(Str("pair", "pair: separate green/red LEDs; rgb: one RGB LED; none.", choices=("pair", "rgb", "none")))
+    led_green: int = key(Int(17, "Green LED pin (BCM).", min=0, max=27))
+    led_red: int = key(Int(27, "Red LED pin (BCM).", min=0, max=27))
+    led_blue: int = key(Int(22, "rgb: blue pin (BCM).", min=0, max=27))
+    buzzer: int = key(Int(18, "Buzzer pin (BCM); 18 has hardware PWM for tones. -1: no buzzer.", min=-1, max=27))
+    buzzer_tonal: bool = key(Bool(False, "Passive buzzer driven with tones (gpiozero TonalBuzzer)."))
+    relay: int = key(Int(-1, "Door/turnstile relay pin (BCM), pulsed on green. -1: no relay.", min=-1, max=27))
+    relay_active_high: bool = key(Bool(True, "false for relay boards that switch on a low input."))
+    relay_seconds: float = key(Float(1.0, "Relay pulse length.", min=0.05, max=30))
+    button: int = key(Int(-1, "Button pin (BCM). -1: no button.", min=-1, max=27))
+    button_action: str = key(Str("toggle_direction", "toggle_direction (in/out) or override (guard's manual admit, "
+                                 "journaled as an override).", choices=("toggle_direction", "override")))
+
+
+@dataclass(frozen=True)
+class ClockConfig:
+    source: str = key(Str("system", "system: trust system time only when NTP-synchronised; assume_synced: always "
+                          "trust it (development only); fixed: start at clock.start and run on (demo, replays).",
+                          choices=("system", "assume_synced", "fixed")))
+    start: str = key(Str("", "fixed: the starting instant, ISO-8601 with offset (e.g. 2021-11-15T09:00:00+07:00)."))
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    enabled: bool = key(Bool(False, "Publish check-ins over MQTT."))
+    host: str = key(Str("127.0.0.1", "Broker host."))
+    port: int = key(Int(1883, "Broker port (8883 for TLS).", min=1, max=65535))
+    protocol: str = key(Str("3.1.1", "MQTT protocol version.", choices=("3.1.1", "5")))
+    prefix: str = key(Str("kiosk/{site}/{device}", "Topic prefix; {site} and {device} are filled in."))
+    client_id: str = key(Str("", "Client id (empty: kiosk-{site}-{device})."))
+    username: str = key(Str("", "Username (empty: none)."))
+    password: str = key(Secret("", "Password."))
+    tls: bool = key(Bool(False, "Use TLS."))
+    ca_file: str = key(PathValue("", "TLS: CA certificate file (empty: system store)."))
+    cert_file: str = key(PathValue("", "TLS: client certificate (optional)."))
+    key_file: str = key(PathValue("", "TLS: client key (optional)."))
+    keepalive: int = key(Int(30, "Keepalive seconds.", min=5, max=3600))
+    max_inflight: int = key(Int(20, "QoS 1 messages in flight at once.", min=1, max=1000))
+    confirm: bool = key(Bool(True, "Wait for the consumer's ack on {prefix}/ack before an event is final "
+                             "(false: the broker's PUBACK is final)."))
+    resend_after_seconds: float = key(Float(300.0, "Published but unconfirmed events are sent again after this.",
+                                            min=1, max=604800))
+    outbox_max_rows: int = key(Int(1000000, "Most events queued for upload.", min=100, max=100000000))
+    outbox_full_policy: str = key(Str("drop_oldest", "When the outbox is full: drop_oldest (stop queueing the "
+                                      "oldest, keep journaling, raise an alarm) or drop_newest.",
+                                      choices=("drop_oldest", "drop_newest")))
+    telemetry_seconds: float = key(Float(60.0, "Telemetry period.", min=1, max=86400))
+    reconnect_min_seconds: float = key(Float(1.0, "First reconnect delay.", min=0.1, max=600))
+    reconnect_max_seconds: float = key(Float(120.0, "Largest reconnect delay.", min=1, max=3600))
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    log_level: str = key(Str("info", "Log level.", choices=("debug", "info", "warning", "error")))
+    watchdog: bool = key(Bool(True, "Feed systemd's watchdog from the main loop when WATCHDOG_USEC is set."))
+
+
+@dataclass(frozen=True)
 class Config:
-    def __init__(self, values: dict[str, dict[str, Any]], source: Path | None):
-        self.source = source
-        self.values = values
-        for name, section in values.items():
-            setattr(self, name, Section(name, section))
+    """The validated configuration: loaded once, immutable (runtime state lives in `kiosk.site.SiteState`)."""
+
+    site: SiteConfig = field(default_factory=SiteConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    codes: CodesConfig = field(default_factory=CodesConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    reader: ReaderConfig = field(default_factory=ReaderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    roster: RosterConfig = field(default_factory=RosterConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+    display: DisplayConfig = field(default_factory=DisplayConfig)
+    gpio: GpioConfig = field(default_factory=GpioConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    source: Path | None = field(default=None, compare=False)
 
     def as_dict(self, redact: bool = True) -> dict[str, dict[str, Any]]:
-        out = {}
-        for s, keys in self.values.items():
-            out[s] = {k: ("***" if redact and isinstance(SCHEMA[s][k], Secret) and v else v) for k, v in keys.items()}
+        out: dict[str, dict[str, Any]] = {}
+        for name, keys in SCHEMA.items():
+            section = getattr(self, name)
+            out[name] = {k: ("***" if redact and isinstance(spec, Secret) and getattr(section, k) else
+                             getattr(section, k)) for k, spec in keys.items()}
         return out
 
     def prefix(self) -> str:
         return self.mqtt.prefix.format(site=self.site.id, device=self.site.device)
+
+
+SECTIONS: dict[str, type] = {f.name: f.type if isinstance(f.type, type) else globals()[f.type]
+                             for f in fields(Config) if f.name != "source"}
+# Every key's spec, by section: the single source of truth for validation, `kiosk config-example` and docs.
+SCHEMA: dict[str, dict[str, Value]] = {name: {f.name: f.metadata["spec"] for f in fields(cls)}
+                                       for name, cls in SECTIONS.items()}
+PATH_KEYS: set[tuple[str, str]] = {(s, k) for s, keys in SCHEMA.items() for k, v in keys.items()
+                                   if isinstance(v, PathValue)}
+
+
+def _section_repr(self) -> str:
+    name = next(n for n, cls in SECTIONS.items() if cls is type(self))
+    shown = {k: ("***" if isinstance(spec, Secret) and getattr(self, k) else getattr(self, k))
+             for k, spec in SCHEMA[name].items()}
+    return f"<{name} {shown}>"
+
+
+for _cls in SECTIONS.values():
+    _cls.__repr__ = _section_repr  # type: ignore[method-assign]  # secrets never shown by repr
 
 
 def parse_override(text: str) -> tuple[str, str, Any, str]:
@@ -425,7 +467,7 @@ def load(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] 
     problems.extend(_cross_checks(values))
     if problems:
         raise ConfigError(problems)
-    return Config(values, source)
+    return Config(**{name: SECTIONS[name](**values[name]) for name in SCHEMA}, source=source)
 
 
 def _cross_checks(v: dict[str, dict[str, Any]]) -> list[str]:

@@ -6,8 +6,8 @@
 - staff: black `not_on_staff_list` unless the roster marks the person as staff; then green
   `on_staff_list`, or the health rule as well with `site.staff_requires_health`.
 A stale roster or trust list, or an unsynchronised clock where a date rule is needed, gives
-`site.fail_policy` with the reason. `site.mode` and `site.direction` are read on every call (they may
-change at runtime). `decide` never raises.
+`site.fail_policy` with the reason. Mode and direction come from the site's runtime state on every call
+(the `config` command and the button change them). `decide` never raises.
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 from kiosk import codes, health, masking
 from kiosk.identity import subject_ref
 from kiosk.model import BLACK, DCC, GREEN, INVALID, UNKNOWN, Decision, HealthRecord, ParsedCode
+from kiosk.site import SiteState
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +28,23 @@ CLOCK_ERRORS = ("expired", "not_yet_valid")
 
 
 class Decider:
-    def __init__(self, cfg, roster, hash_key: bytes, dcc=None):
+    def __init__(self, cfg, roster, hash_key: bytes, dcc=None, site: SiteState | None = None):
         self.cfg = cfg
         self.roster = roster
         self.hash_key = hash_key
         self.dcc = dcc
+        self.site = site if site is not None else SiteState.from_config(cfg)
 
     def decide(self, text: str, now: datetime, clock_synced: bool, *, roster_stale: bool = False,
                trust_stale: bool = False) -> Decision:
-        site = self.cfg.site
         try:
             return self._decide(text, self._site_time(now), clock_synced, roster_stale, trust_stale)
         except Exception as exc:  # never take the kiosk down; never log the payload
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             log.error("decision failed with %s at %s:%s", type(exc).__name__, frame.filename, frame.lineno)
+            settings = self.site.now
             return Decision(kind=UNKNOWN, verdict=INVALID, reason="internal_error", at=now,
-                            clock_synced=clock_synced, direction=site.direction, mode=site.mode)
+                            clock_synced=clock_synced, direction=settings.direction, mode=settings.mode)
 
     # ------------------------------------------------------------------ internals
     def _decide(self, text, now, clock_synced, roster_stale, trust_stale) -> Decision:
@@ -58,7 +60,7 @@ class Decider:
         return self._decision(parsed, verdict, reason, now, clock_synced)
 
     def _rule(self, parsed: ParsedCode, now: datetime, clock_synced: bool, roster_stale: bool) -> tuple[str, str]:
-        mode = self.cfg.site.mode
+        mode = self.site.mode
         if mode == "trace":
             return GREEN, "checked_in"
         signed = parsed.person.health if parsed.kind == DCC and parsed.person else None
@@ -87,15 +89,15 @@ class Decider:
         return self.cfg.site.fail_policy, reason
 
     def _decision(self, parsed: ParsedCode, verdict: str, reason: str, now: datetime, clock_synced: bool) -> Decision:
-        site = self.cfg.site
+        settings = self.site.now
         person = parsed.person if parsed.ok else None
-        authorised = site.authorised_site
+        authorised = self.cfg.site.authorised_site
         return Decision(
             kind=parsed.kind, verdict=verdict, reason=reason,
             subject=masking.subject(parsed.kind, person, authorised=authorised, for_screen=False),
             screen_subject=masking.subject(parsed.kind, person, authorised=authorised, for_screen=True),
             subject_ref=subject_ref(self.hash_key, person), at=now, clock_synced=clock_synced,
-            direction=site.direction, mode=site.mode)
+            direction=settings.direction, mode=settings.mode)
 
     def _site_time(self, now: datetime) -> datetime:
         """`now` in the site's time zone: rule dates are the site's local dates. Naive means site-local."""

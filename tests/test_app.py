@@ -286,7 +286,7 @@ def test_button_toggles_direction(tmp_path):
     app.run()
     rows = journal_rows(tmp_path)
     assert [r["direction"] for r in rows] == ["in", "out"]
-    assert cfg.site.direction == "out"
+    assert (app.site.direction, cfg.site.direction) == ("out", "in")  # runtime state; the configuration as loaded
 
 
 def test_button_override_journals_a_guard_admit(tmp_path):
@@ -430,7 +430,7 @@ def test_config_command(app):
     for bad in ({"direction": "sideways"}, {"mode": "party"}, {"retention_days": 1}, {"mode": None}):
         with pytest.raises(DataError):
             handle(bad)
-        assert (app.cfg.site.direction, app.cfg.site.mode) == ("out", "trace")
+        assert (app.site.direction, app.site.mode) == ("out", "trace")
 
 
 def test_trust_command_rejects_bad_entries(app):

@@ -205,3 +205,13 @@ def test_real_cli_exits_78_listing_every_problem(tmp_path):
         assert "Traceback" not in done.stderr and "hunter2" not in done.stderr + done.stdout
         assert done.stdout == ""
     assert 'site.mode: "no" is not one of' in done.stderr
+
+
+def test_the_loaded_configuration_is_immutable_and_typed_per_section():
+    import dataclasses
+
+    cfg = config.load(data=minimal())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.site.mode = "trace"  # type: ignore[misc]
+    assert isinstance(cfg.site, config.SiteConfig) and isinstance(cfg.mqtt.port, int)
+    assert set(config.SCHEMA) == {f.name for f in dataclasses.fields(config.Config)} - {"source"}

@@ -203,7 +203,7 @@ def test_authorised_site_keeps_full_fields(tmp_path, roster):
 def test_mode_and_direction_are_read_per_call(tmp_path, roster):
     d = decider(tmp_path, roster)
     assert d.decide(MAU_MASKED, NOW, True).verdict == BLACK
-    d.cfg.site.mode, d.cfg.site.direction = "trace", "out"
+    d.site.update(mode="trace", direction="out")  # the config command and the button change the site state
     again = d.decide(MAU_MASKED, NOW, True)
     assert (again.verdict, again.reason, again.mode, again.direction) == (GREEN, "checked_in", "trace", "out")
 
