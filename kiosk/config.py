@@ -11,6 +11,7 @@ against the current directory.
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -80,6 +81,8 @@ class Float(Value):
     def convert(self, raw, key):
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise ValueError(f"expected a number, got {_got(raw)}")
+        if not math.isfinite(raw):  # TOML reads nan and inf; nan passes every bound check (nan < x is false)
+            raise ValueError(f"expected a finite number, got {raw}")
         _bounds(raw, self.min, self.max)
         return float(raw)
 

@@ -215,3 +215,24 @@ def test_the_loaded_configuration_is_immutable_and_typed_per_section():
         cfg.site.mode = "trace"  # type: ignore[misc]
     assert isinstance(cfg.site, config.SiteConfig) and isinstance(cfg.mqtt.port, int)
     assert set(config.SCHEMA) == {f.name for f in dataclasses.fields(config.Config)} - {"source"}
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-inf", "+nan"])
+def test_non_finite_numbers_are_refused_for_every_decimal_setting(raw):
+    decimal_keys = [f"{s}.{k}" for s, keys in config.SCHEMA.items() for k, v in keys.items()
+                    if isinstance(v, config.Float)]
+    assert len(decimal_keys) > 5
+    with pytest.raises(ConfigError) as exc:
+        config.load(data=minimal(), overrides=[f"{key}={raw}" for key in decimal_keys])
+    assert len(exc.value.problems) == len(decimal_keys)
+    assert all("expected a finite number" in p for p in exc.value.problems)
+
+
+@pytest.mark.parametrize("argv", [["demo", "--drain-seconds", "nan"], ["tail", "--until-idle", "inf"],
+                                  ["collector", "--until-idle", "-1"], ["selftest", "--pause", "nan"]])
+def test_durations_on_the_command_line_must_be_finite(argv, capsys):
+    from kiosk.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "finite number of seconds" in capsys.readouterr().err

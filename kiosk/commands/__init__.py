@@ -7,7 +7,9 @@ Machine-readable output is one JSON object per line (`emit`).
 """
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import sys
 from typing import Any
 
@@ -23,3 +25,14 @@ def emit(obj: dict[str, Any], stream=None) -> None:
     stream = stream or sys.stdout
     stream.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
     stream.flush()
+
+
+def seconds(text: str) -> float:
+    """An argparse type for a duration: a finite, non-negative number of seconds (`nan` and `inf` refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a finite number of seconds, 0 or more")
+    return value

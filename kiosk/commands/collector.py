@@ -6,7 +6,7 @@ restarts (Mosquitto 2.0): the broker then keeps the collector's events while it 
 """
 from __future__ import annotations
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import emit, load_config, seconds
 
 
 def register(sub, common) -> None:
@@ -19,7 +19,7 @@ def register(sub, common) -> None:
     p.add_argument("--plain", action="store_true", help="a plain, not shared, subscription (one collector only)")
     p.add_argument("--client-id", help="MQTT client id, unique per collector (default: collector-GROUP)")
     p.add_argument("--max-events", type=int, help="stop after storing this many new events")
-    p.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop when nothing arrived for this long")
+    p.add_argument("--until-idle", type=seconds, metavar="SECONDS", help="stop when nothing arrived for this long")
     p.set_defaults(func=run)
 
 

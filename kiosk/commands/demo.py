@@ -12,13 +12,13 @@ import sys
 from pathlib import Path
 
 from kiosk import config
-from kiosk.commands import emit, load_config
+from kiosk.commands import emit, load_config, seconds
 
 
 def register(sub, common) -> None:
     p = sub.add_parser("demo", parents=[common], help="replay the bundled scenes through the full pipeline")
     p.add_argument("--keep", action="store_true", help="keep the previous demo journal instead of starting afresh")
-    p.add_argument("--drain-seconds", type=float, default=5.0,
+    p.add_argument("--drain-seconds", type=seconds, default=5.0,
                    help="how long to wait for the uplink to deliver the check-ins when a broker is reachable")
     p.set_defaults(func=run)
 

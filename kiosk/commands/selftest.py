@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import emit, load_config, seconds
 from kiosk.errors import KioskError
 
 
@@ -17,7 +17,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("selftest", parents=[common], help="installer walk-through of camera, display, LEDs, "
                        "buzzer, relay and MQTT")
     p.add_argument("--out", default=".", help="folder for the camera preview frame (default: here)")
-    p.add_argument("--pause", type=float, default=1.0, help="seconds between steps, to watch and listen")
+    p.add_argument("--pause", type=seconds, default=1.0, help="seconds between steps, to watch and listen")
     p.set_defaults(func=run)
 
 

@@ -1,7 +1,7 @@
 """`kiosk tail`: print each check-in of a site once (de-duplicated by id), one JSON line each."""
 from __future__ import annotations
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import emit, load_config, seconds
 
 
 def register(sub, common) -> None:
@@ -10,7 +10,7 @@ def register(sub, common) -> None:
     where.add_argument("--site", help="site to watch (default: the configured site.id)")
     where.add_argument("--all", action="store_true", help="every site")
     p.add_argument("--max-events", type=int, help="stop after printing this many")
-    p.add_argument("--until-idle", type=float, metavar="SECONDS", help="stop when nothing arrived for this long")
+    p.add_argument("--until-idle", type=seconds, metavar="SECONDS", help="stop when nothing arrived for this long")
     p.set_defaults(func=run)
 
 
