@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -56,6 +57,29 @@ class Str(Value):
 
     def describe(self):
         return "one of: " + ", ".join(self.choices) if self.choices else ""
+
+
+# Site and device ids appear in MQTT topics, client ids, user names and ACL lines: a topic-safe alphabet only
+# (no "+", "#", "/", spaces or controls), and "all" is reserved (`kiosk/{site}/all/cmd/...` addresses a whole site).
+ID_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+ID_RULE = 'lower-case letters, digits, "-" and "_", starting with a letter or digit, at most 32 characters'
+RESERVED_IDS = ("all",)
+
+
+@dataclass(frozen=True)
+class Ident(Str):
+    """An identifier used in MQTT topics (site id, device id)."""
+
+    def convert(self, raw, key):
+        value = super().convert(raw, key)
+        if not ID_PATTERN.fullmatch(value):
+            raise ValueError(f"{_got(value)} is not a valid id ({ID_RULE})")
+        if value in RESERVED_IDS:
+            raise ValueError(f'"{value}" is reserved (it addresses every kiosk of a site); choose another id')
+        return value
+
+    def describe(self):
+        return ID_RULE + '; "all" is reserved'
 
 
 @dataclass(frozen=True)
@@ -165,8 +189,8 @@ def key(spec: Value) -> Any:
 
 @dataclass(frozen=True)
 class SiteConfig:
-    id: str = key(Str("site-1", "Site identifier, used in MQTT topics and events.", max_len=64))
-    device: str = key(Str("kiosk-1", "Device identifier within the site.", max_len=64))
+    id: str = key(Ident("site-1", "Site identifier, used in MQTT topics and events."))
+    device: str = key(Ident("kiosk-1", "Device identifier within the site."))
     mode: str = key(Str("trace", "trace: record every valid code, green for any well-formed personal code; "
                         "health: green/black rule; staff: must be on the approved staff list.",
                         choices=MODES))
@@ -505,10 +529,16 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[str]:
         problems.append("mqtt.cert_file, mqtt.key_file: a client certificate needs both")
     if v["reader"]["type"] == "evdev" and not v["reader"]["device"]:
         problems.append("reader.device: required when reader.type is evdev (see ls /dev/input/by-id/)")
+    prefix = v["mqtt"]["prefix"]
     try:
-        v["mqtt"]["prefix"].format(site="s", device="d")
+        prefix.format(site="s", device="d")
     except (KeyError, IndexError, ValueError):
         problems.append("mqtt.prefix: only {site} and {device} may appear in braces")
+    else:
+        if "{site}" not in prefix or "{device}" not in prefix:
+            problems.append("mqtt.prefix: must contain {site} and {device} (each kiosk needs topics of its own)")
+        if re.search(r"[+#\s\x00-\x1f]", prefix) or prefix.startswith("/") or prefix.endswith("/") or "//" in prefix:
+            problems.append("mqtt.prefix: no wildcards (+ #), spaces, control characters or empty levels")
     g = v["gpio"]
     pins = {"led_green": g["led_green"], "led_red": g["led_red"]} if g["led"] != "none" else {}
     if g["led"] == "rgb":

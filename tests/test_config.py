@@ -236,3 +236,46 @@ def test_durations_on_the_command_line_must_be_finite(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
     assert exc.value.code == 2 and "finite number of seconds" in capsys.readouterr().err
+
+
+ID_CANDIDATES = ["s1", "gate-7", "007", "a_b", "x" * 32, "x" * 33, "", "all", "+", "#", "a/b", "a b", "Gate",
+                 "d1\nd2", "-d", "_d", "é", "a+", "kiosk/#"]
+
+
+@pytest.mark.parametrize("name", ["id", "device"])
+def test_site_and_device_ids_are_topic_safe_and_all_is_reserved(name):
+    accepted = []
+    for candidate in ID_CANDIDATES:
+        try:
+            cfg = config.load(data=minimal(site={name: candidate}))
+        except ConfigError as exc:
+            assert exc.exit_status == 78
+            assert [p for p in exc.problems if p.startswith(f"site.{name}:")], exc.problems
+        else:
+            accepted.append(getattr(cfg.site, name))
+    assert accepted == ["s1", "gate-7", "007", "a_b", "x" * 32]
+
+
+def test_make_acl_refuses_exactly_the_ids_the_configuration_refuses(tmp_path):
+    script = Path(__file__).resolve().parents[1] / "config" / "mosquitto" / "make-acl.sh"
+    for candidate in ID_CANDIDATES:
+        good = config.ID_PATTERN.fullmatch(candidate) is not None and candidate not in config.RESERVED_IDS
+        done = subprocess.run(["sh", str(script), "s1", candidate], capture_output=True, text=True)
+        assert (done.returncode == 0) == good, (candidate, done.stderr)
+        if good:
+            assert f"user kiosk-s1-{candidate}\n" in done.stdout
+        else:
+            assert done.stdout == "" and ("not a valid id" in done.stderr or "reserved" in done.stderr)
+
+
+@pytest.mark.parametrize("prefix, fine", [("kiosk/{site}/{device}", True), ("acme/{site}/{device}", True),
+                                          ("kiosk/{site}", False), ("kiosk/+/{site}/{device}", False),
+                                          ("kiosk/{site}/{device}/#", False), ("/kiosk/{site}/{device}", False),
+                                          ("kiosk//{site}/{device}", False), ("kiosk/{site} {device}", False)])
+def test_mqtt_prefix_gives_each_kiosk_topics_of_its_own(prefix, fine):
+    try:
+        config.load(data={**minimal(), "mqtt": {"prefix": prefix}})
+    except ConfigError as exc:
+        assert not fine and any(p.startswith("mqtt.prefix") for p in exc.problems)
+    else:
+        assert fine
