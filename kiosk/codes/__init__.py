@@ -7,12 +7,14 @@ never logged.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Protocol
+from typing import Callable
 
 from kiosk.codes import cccd, personal_qr
 from kiosk.codes.fields import Malformed
 from kiosk.model import BADGE, CCCD, DCC, PERSONAL_QR, UNKNOWN, ParsedCode, Person
+from kiosk.ports import DccParser
 
 BADGE_ID = re.compile(r"[!-~]{1,64}")  # printable ASCII, no space
 CCCD_FIRST_FIELD = re.compile(r"[0-9]{12}|[0-9]{9}")
@@ -20,8 +22,24 @@ CCCD_FIRST_FIELD = re.compile(r"[0-9]{12}|[0-9]{9}")
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
-class DccParser(Protocol):
-    def parse(self, text: str, now: datetime) -> ParsedCode: ...
+@dataclass(frozen=True)
+class Scan:
+    """One payload being classified, with what the site configured for it."""
+
+    text: str  # terminator stripped, within the size limit
+    badge_prefix: str
+    dcc: DccParser | None
+    now: datetime
+
+
+@dataclass(frozen=True)
+class CodeType:
+    """One kind of code: `detect` says whether a payload has its shape, `parse` reads it (raising Malformed or
+    returning a ParsedCode with its reason)."""
+
+    kind: str
+    detect: Callable[[Scan], bool]
+    parse: Callable[[Scan], ParsedCode]
 
 
 def classify(text: str, *, max_length: int = 4096, badge_prefix: str = "", dcc: DccParser | None = None,
@@ -32,23 +50,16 @@ def classify(text: str, *, max_length: int = 4096, badge_prefix: str = "", dcc: 
     text = _strip_terminator(text)
     if len(text.encode("utf-8", "surrogatepass")) > max_length:
         return ParsedCode(UNKNOWN, error="too_long")
-    kind = _kind(text, badge_prefix)
-    if kind == UNKNOWN:
+    scan = Scan(text, badge_prefix, dcc, now or datetime.now(timezone.utc))
+    code_type = next((c for c in CODE_TYPES if c.detect(scan)), None)
+    if code_type is None:
         return ParsedCode(UNKNOWN, error="unrecognised")
     if FORBIDDEN_CHARACTERS.search(text):
-        return ParsedCode(kind, error="malformed", detail="control_character")
-    if kind == DCC:
-        if dcc is None:
-            return ParsedCode(DCC, error="unsupported")
-        return dcc.parse(text, now or datetime.now(timezone.utc))
+        return ParsedCode(code_type.kind, error="malformed", detail="control_character")
     try:
-        if kind == BADGE:
-            return _badge(text[len(badge_prefix):])
-        fields = text.split("|")
-        person = personal_qr.parse(fields) if kind == PERSONAL_QR else cccd.parse(fields)
+        return code_type.parse(scan)
     except Malformed as exc:
-        return ParsedCode(kind, error="malformed", detail=exc.field)
-    return ParsedCode(kind, person=person)
+        return ParsedCode(code_type.kind, error="malformed", detail=exc.field)
 
 
 def _strip_terminator(text: str) -> str:
@@ -59,21 +70,41 @@ def _strip_terminator(text: str) -> str:
     return text
 
 
-def _kind(text: str, badge_prefix: str) -> str:
-    if text.startswith("HC1:"):
-        return DCC
-    if badge_prefix and text.startswith(badge_prefix):
-        return BADGE
-    # At most 8 splits: enough to tell the shapes apart without splitting a payload made of pipes.
-    fields = text.split("|", 7)
-    if len(fields) == 6 and fields[3] in ("0", "1"):
-        return PERSONAL_QR
-    if len(fields) >= 7 and CCCD_FIRST_FIELD.fullmatch(fields[0]):
-        return CCCD
-    return UNKNOWN
+# ---------------------------------------------------------------- the code types
+def _shape(scan: Scan) -> list[str]:
+    """At most 8 fields: enough to tell the shapes apart without splitting a payload made of pipes."""
+    return scan.text.split("|", 7)
 
 
-def _badge(rest: str) -> ParsedCode:
+def _is_personal_qr(scan: Scan) -> bool:
+    fields = _shape(scan)
+    return len(fields) == 6 and fields[3] in ("0", "1")
+
+
+def _is_cccd(scan: Scan) -> bool:
+    fields = _shape(scan)
+    return len(fields) >= 7 and CCCD_FIRST_FIELD.fullmatch(fields[0]) is not None
+
+
+def _dcc(scan: Scan) -> ParsedCode:
+    if scan.dcc is None:
+        return ParsedCode(DCC, error="unsupported")
+    return scan.dcc.parse(scan.text, scan.now)
+
+
+def _badge(scan: Scan) -> ParsedCode:
+    rest = scan.text[len(scan.badge_prefix):]
     if not BADGE_ID.fullmatch(rest):
         return ParsedCode(BADGE, error="malformed", detail="badge_id")
     return ParsedCode(BADGE, person=Person(id_number=rest))
+
+
+# Spec section 1 order: the first type whose `detect` matches reads the payload. A new code type is one
+# parser module and one entry here.
+CODE_TYPES: tuple[CodeType, ...] = (
+    CodeType(DCC, lambda scan: scan.text.startswith("HC1:"), _dcc),
+    CodeType(BADGE, lambda scan: bool(scan.badge_prefix) and scan.text.startswith(scan.badge_prefix), _badge),
+    CodeType(PERSONAL_QR, _is_personal_qr,
+             lambda scan: ParsedCode(PERSONAL_QR, person=personal_qr.parse(scan.text.split("|")))),
+    CodeType(CCCD, _is_cccd, lambda scan: ParsedCode(CCCD, person=cccd.parse(scan.text.split("|")))),
+)
