@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kiosk import config  # noqa: E402
 from kiosk.app import App  # noqa: E402
+from kiosk.driver_names import DECODERS  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -31,7 +32,7 @@ def pct(values: list[float], q: float) -> float:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5, help="passes over the scenes")
-    ap.add_argument("--decoder", default="auto", choices=("auto", "zxing", "zbar"), help="default: the product default")
+    ap.add_argument("--decoder", default="auto", choices=tuple(DECODERS), help="default: the product default")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

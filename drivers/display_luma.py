@@ -6,8 +6,14 @@ luma and pygame are imported inside functions so the suite runs without them.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING, Any
 
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from kiosk.config import Config, DisplayConfig
 
 I2C_FIX = ("enable I2C with raspi-config (Interface Options > I2C), check the wiring and the address with "
            "`i2cdetect -y {port}` (set display.i2c_address), add the user to the i2c group "
@@ -19,56 +25,52 @@ SPI_FIX = ("enable SPI with raspi-config (Interface Options > SPI), check displa
 class LumaDisplay:
     """Wraps a luma device as the kiosk's Display port."""
 
-    def __init__(self, device):
+    def __init__(self, device: Any):
         self.device = device
-        self.size: tuple[int, int] = tuple(device.size)
+        self.size: tuple[int, int] = (int(device.size[0]), int(device.size[1]))
         self.mode: str = device.mode
 
-    def show(self, image) -> None:
+    def show(self, image: Image.Image) -> None:
         self.device.display(image)
 
     def close(self) -> None:
         self.device.cleanup()
 
 
-def create(cfg) -> LumaDisplay:
+# ---------------------------------------------------------------- builders, named in kiosk.driver_names.DISPLAYS
+def dummy(cfg: Config) -> LumaDisplay:
+    """luma's dummy device: keeps the last image (tests, benchmarks)."""
+    from luma.core.device import dummy as dummy_device
+
     d = cfg.display
-    builders = {"ssd1306": _oled_i2c, "sh1106": _oled_i2c, "ssd1351": _ssd1351, "hdmi": _hdmi, "dummy": _dummy}
-    if d.type not in builders:
-        raise DeviceError(f"display.type {d.type!r} is not a luma display (ssd1306, sh1106, ssd1351, hdmi, dummy)")
-    device = builders[d.type](d)
-    if d.type != "dummy":
-        device.contrast(d.contrast)
-    return LumaDisplay(device)
+    return LumaDisplay(dummy_device(width=d.width, height=d.height, rotate=d.rotate, mode="RGB"))
 
 
-def _dummy(d):
-    from luma.core.device import dummy
-
-    return dummy(width=d.width, height=d.height, rotate=d.rotate, mode="RGB")
-
-
-def _oled_i2c(d):
+def oled_i2c(cfg: Config) -> LumaDisplay:
+    """A 128x64 I2C OLED; display.type names luma's device class (ssd1306, sh1106)."""
     from luma.core.error import Error as LumaError
     from luma.core.interface.serial import i2c
     from luma.oled import device as oled
 
+    d = cfg.display
     try:
         serial = i2c(port=d.i2c_port, address=d.i2c_address)
-        return getattr(oled, d.type)(serial, width=128, height=64, rotate=d.rotate)
+        return _with_contrast(getattr(oled, d.type)(serial, width=128, height=64, rotate=d.rotate), d)
     except (LumaError, OSError) as exc:
         raise DeviceError(f"{d.type} panel at I2C bus {d.i2c_port} address {d.i2c_address:#04x} not usable "
                           f"({exc}): {I2C_FIX.format(port=d.i2c_port)}") from None
 
 
-def _ssd1351(d):
+def ssd1351(cfg: Config) -> LumaDisplay:
+    """The 128x128 SPI colour OLED."""
     from luma.core.error import Error as LumaError
     from luma.core.interface.serial import spi
-    from luma.oled.device import ssd1351
+    from luma.oled.device import ssd1351 as ssd1351_device
 
+    d = cfg.display
     try:
         serial = spi(port=d.spi_port, device=d.spi_device, gpio_DC=d.gpio_dc, gpio_RST=d.gpio_rst)
-        return ssd1351(serial, width=128, height=128, rotate=d.rotate)
+        return _with_contrast(ssd1351_device(serial, width=128, height=128, rotate=d.rotate), d)
     except ImportError as exc:  # spidev or RPi.GPIO missing
         raise DeviceError(f"ssd1351 needs {exc.name or 'spidev'}: apt install python3-spidev python3-rpi-lgpio, "
                           f"then {SPI_FIX}") from None
@@ -76,7 +78,9 @@ def _ssd1351(d):
         raise DeviceError(f"ssd1351 panel on SPI {d.spi_port}.{d.spi_device} not usable ({exc}): {SPI_FIX}") from None
 
 
-def _hdmi(d):
+def hdmi(cfg: Config) -> LumaDisplay:
+    """An HDMI screen through luma.emulator's pygame device."""
+    d = cfg.display
     try:
         from luma.emulator.device import pygame as pygame_device
     except ImportError:
@@ -97,4 +101,9 @@ def _hdmi(d):
         raise DeviceError(f"no screen for display.type hdmi ({exc}): run on the Pi's console with "
                           f"SDL_VIDEODRIVER=kmsdrm, or in a desktop session with DISPLAY set"
                           f"{'' if os.environ.get('DISPLAY') else ' (DISPLAY is not set)'}") from None
-    return device
+    return _with_contrast(device, d)
+
+
+def _with_contrast(device: Any, d: DisplayConfig) -> LumaDisplay:
+    device.contrast(d.contrast)
+    return LumaDisplay(device)

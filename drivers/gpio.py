@@ -6,11 +6,15 @@ mock factory in one test cannot leak into another. Every command runs in gpiozer
 """
 from __future__ import annotations
 
+import importlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
 PIN_FIX = ("check the pin number (BCM) is free, add the user to the gpio group (sudo usermod -aG gpio $USER), "
            "and install the pin library: apt install python3-lgpio")
@@ -130,28 +134,32 @@ class PulseRelay:
 
 
 # ---------------------------------------------------------------- construction
-def _factory(name: str):
-    """The gpiozero pin factory for gpio.pin_factory (None: gpiozero's own choice)."""
+# Builders named in kiosk.driver_names.PIN_FACTORIES.
+def mock_factory(cfg: Config) -> Any:
+    """gpiozero's mock pins (development, tests): PWM-capable, for TonalBuzzer."""
+    from gpiozero.pins.mock import MockFactory, MockPWMPin
+
+    return MockFactory(pin_class=MockPWMPin)
+
+
+def lgpio_factory(cfg: Config) -> Any:
+    """lgpio: Raspberry Pi 5 and the current OS."""
+    return _pin_library("lgpio", "LGPIOFactory", apt_package="python3-lgpio")
+
+
+def rpigpio_factory(cfg: Config) -> Any:
+    """RPi.GPIO, where it is installed."""
+    return _pin_library("rpigpio", "RPiGPIOFactory", apt_package="python3-rpi.gpio")
+
+
+def _pin_library(name: str, factory_class: str, *, apt_package: str) -> Any:
     try:
-        if name == "mock":
-            from gpiozero.pins.mock import MockFactory, MockPWMPin
-
-            return MockFactory(pin_class=MockPWMPin)  # PWM-capable mock pins, for TonalBuzzer
-        if name == "lgpio":
-            from gpiozero.pins.lgpio import LGPIOFactory
-
-            return LGPIOFactory()
-        if name == "rpigpio":
-            from gpiozero.pins.rpigpio import RPiGPIOFactory
-
-            return RPiGPIOFactory()
+        return getattr(importlib.import_module(f"gpiozero.pins.{name}"), factory_class)()
     except ImportError as exc:
-        package = "python3-lgpio" if name == "lgpio" else "python3-rpi.gpio"
-        raise DeviceError(f"gpio.pin_factory {name}: {exc.name or 'its library'} is missing: install {package} "
+        raise DeviceError(f"gpio.pin_factory {name}: {exc.name or 'its library'} is missing: install {apt_package} "
                           "(apt) or set gpio.pin_factory") from None
     except Exception as exc:  # the library loaded but cannot open the GPIO chip
         raise DeviceError(f"gpio.pin_factory {name} cannot open the GPIO chip ({exc}): {PIN_FIX}") from None
-    return None
 
 
 def _make(what: str, pin: int, build: Callable[[], Any]):
@@ -161,11 +169,11 @@ def _make(what: str, pin: int, build: Callable[[], Any]):
         raise DeviceError(f"{what} on GPIO{pin}: {type(exc).__name__}: {exc}: {PIN_FIX}") from None
 
 
-def create(cfg) -> GpioParts:
+def create(cfg: Config, factory: Any) -> GpioParts:
+    """Every configured part, on pins from `factory` (a gpiozero pin factory; None: gpiozero's own choice)."""
     import gpiozero
 
     g = cfg.gpio
-    factory = _factory(g.pin_factory)
     parts = GpioParts()
     try:
         if g.led == "pair":

@@ -5,82 +5,100 @@ imports `drivers`, and each driver imports its own library lazily.
 """
 from __future__ import annotations
 
+import enum
 import importlib
 import logging
 import queue
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Generic, Literal, TypedDict, TypeVar
 
 from kiosk import __version__
 from kiosk.config import Config
+from kiosk.driver_names import CAMERAS, DECODERS, DISPLAYS, PIN_FACTORIES, READERS, Driver
 from kiosk.errors import DataError, DeviceError, KioskError
 from kiosk.model import GREEN, Decision
+from kiosk.ports import Camera, Clock, Decoder, Device, Display, Gpio, LoopMonitor, Publisher, Reader, TrustStore
+from kiosk.ports import Roster as RosterPort
 from kiosk.site import SiteState
+
+if TYPE_CHECKING:
+    from kiosk.decider import Decider
+    from kiosk.ports import CommandHandler, Event
+    from kiosk.stores.roster import Roster
+    from kiosk.stores.trust import TrustList
 
 log = logging.getLogger(__name__)
 
 PURGE_EVERY_S = 3600.0
 INPUT_WAIT_S = 0.1  # longest wait for input in one loop round (button and downlink commands run between)
 
-
-def _driver(module: str):
-    return importlib.import_module(f"drivers.{module}")
+T = TypeVar("T")
+U = TypeVar("U")
+D = TypeVar("D", bound=Device)
+S = TypeVar("S", "Roster", "TrustList")
 
 
 # ---------------------------------------------------------------- builders, one per port
-def build_camera(cfg: Config):
-    kind = cfg.camera.type
-    return None if kind == "none" else _driver(f"camera_{kind}").create(cfg)
+def _load(driver: Driver[T], cfg: Config) -> T:
+    """The adapter `drivers.<module>.<builder>(cfg)` makes (the module is imported only now)."""
+    built: T = getattr(importlib.import_module(f"drivers.{driver.module}"), driver.builder)(cfg)
+    return built
 
 
-def build_reader(cfg: Config):
-    kind = cfg.reader.type
-    return None if kind == "none" else _driver(f"reader_{kind}").create(cfg)
+def _build(table: Mapping[str, Driver[T] | None], name: str, cfg: Config) -> T | None:
+    driver = table[name]
+    return None if driver is None else _load(driver, cfg)
 
 
-def build_decoder(cfg: Config):
-    return _driver(f"decoder_{cfg.decoder.type}").create(cfg)
+def build_camera(cfg: Config) -> Camera | None:
+    return _build(CAMERAS, cfg.camera.type, cfg)
 
 
-def build_display(cfg: Config):
-    kind = cfg.display.type
-    if kind == "none":
-        return None
-    if kind == "png":
-        return _driver("display_png").create(cfg)
-    return _driver("display_luma").create(cfg)
+def build_reader(cfg: Config) -> Reader | None:
+    return _build(READERS, cfg.reader.type, cfg)
 
 
-def build_gpio(cfg: Config):
-    return _driver("gpio").create(cfg)
+def build_decoder(cfg: Config) -> Decoder:
+    return _load(DECODERS[cfg.decoder.type], cfg)
 
 
-def build_clock(cfg: Config):
+def build_display(cfg: Config) -> Display | None:
+    return _build(DISPLAYS, cfg.display.type, cfg)
+
+
+def build_gpio(cfg: Config) -> Gpio:
+    """LEDs, buzzer, relay and button, on the configured pin factory."""
+    pin_factory = _build(PIN_FACTORIES, cfg.gpio.pin_factory, cfg)
+    parts: Gpio = importlib.import_module("drivers.gpio").create(cfg, pin_factory)
+    return parts
+
+
+def build_clock(cfg: Config) -> Clock:
     from kiosk.clock import create_clock
 
     return create_clock(cfg)
 
 
-def build_roster(cfg: Config):
+def build_roster(cfg: Config) -> Roster:
     """The roster; on first use it is provisioned from roster.seed_csv when one is configured."""
     from kiosk.stores.roster import Roster
 
     return _provisioned(Roster, cfg.roster.path, cfg.roster.seed_csv, lambda roster, seed: roster.import_csv(seed))
 
 
-def build_trust(cfg: Config):
+def build_trust(cfg: Config) -> TrustList:
     """The trust list; on first use it is provisioned from trust.seed_file when one is configured."""
     from kiosk.stores.trust import TrustList
 
     return _provisioned(TrustList, cfg.trust.path, cfg.trust.seed_file, lambda trust, seed: trust.import_file(seed))
 
 
-def _provisioned(store_type, path, seed, provision):
-    from pathlib import Path
-
+def _provisioned(store_type: type[S], path: str, seed: str, provision: Callable[[S, str], int]) -> S:
     fresh = not Path(path).exists()
     store = store_type(path)
     if fresh and seed:
@@ -88,7 +106,8 @@ def _provisioned(store_type, path, seed, provision):
     return store
 
 
-def build_decider(cfg: Config, roster=None, trust=None, site=None):
+def build_decider(cfg: Config, roster: RosterPort | None = None, trust: TrustStore | None = None,
+                  site: SiteState | None = None) -> Decider:
     """The decision core: classify, parse, verify, decide. Usable without any hardware."""
     from kiosk.codes.dcc import DccVerifier
     from kiosk.decider import Decider
@@ -100,7 +119,7 @@ def build_decider(cfg: Config, roster=None, trust=None, site=None):
     return Decider(cfg, roster, load_hash_key(cfg), dcc=dcc, site=site)
 
 
-def staleness(cfg: Config, roster, trust, clock) -> Callable[[], tuple[bool, bool]]:
+def staleness(cfg: Config, roster: RosterPort, trust: TrustStore, clock: Clock) -> Callable[[], tuple[bool, bool]]:
     """(roster_stale, trust_stale) now, per the configured maximum ages (0: never stale)."""
 
     def check() -> tuple[bool, bool]:
@@ -116,13 +135,19 @@ def staleness(cfg: Config, roster, trust, clock) -> Callable[[], tuple[bool, boo
 
 
 # ---------------------------------------------------------------- the running kiosk
-_NO_FRAME = object()  # a guarded read that did not happen (device down or waiting to be retried)
+class _NotRead(enum.Enum):
+    """A guarded read that did not happen (device down or waiting to be retried)."""
+
+    NOT_READ = enum.auto()
 
 
-class DeviceGuard:
+NOT_READ = _NotRead.NOT_READ
+
+
+class DeviceGuard(Generic[D]):
     """Keeps a failing camera or reader from taking the kiosk down: report once, close, reopen with backoff."""
 
-    def __init__(self, name: str, device, retry_seconds: float, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(self, name: str, device: D, retry_seconds: float, monotonic: Callable[[], float] = time.monotonic):
         self.name = name
         self.device = device
         self.retry_seconds = retry_seconds
@@ -135,7 +160,7 @@ class DeviceGuard:
         """Open the device; a failure is reported and retried like a failed read (the kiosk keeps running)."""
         self.call(self.device.start, default=None)
 
-    def call(self, read: Callable[[], Any], default: Any) -> Any:
+    def call(self, read: Callable[[], T], default: U) -> T | U:
         """read() through the guard; `default` while the device is down or waiting to be retried."""
         now = self.monotonic()
         if now < self._down_until:
@@ -163,6 +188,16 @@ class DeviceGuard:
         return value
 
 
+class Devices(TypedDict, total=False):
+    """Devices given to the App instead of the configured ones (tests, benchmarks); None: no such device."""
+
+    camera: Camera | None
+    reader: Reader | None
+    decoder: Decoder
+    display: Display | None
+    gpio: Gpio
+
+
 @dataclass
 class RunResult:
     frames: int
@@ -175,12 +210,11 @@ class RunResult:
 class App:
     """The kiosk service: owns the pipeline thread and every device."""
 
-    def __init__(self, cfg: Config, *, clock=None, devices: dict[str, Any] | None = None,
+    def __init__(self, cfg: Config, *, clock: Clock | None = None, devices: Devices | None = None,
                  monotonic: Callable[[], float] = time.monotonic):
-        from kiosk.debounce import Debouncer
         from kiosk.feedback import Feedback
-        from kiosk.stores.journal import Journal
         from kiosk.pipeline import Pipeline
+        from kiosk.stores.journal import Journal
 
         devices = devices or {}
         self.cfg = cfg
@@ -194,40 +228,44 @@ class App:
         self.camera = devices["camera"] if "camera" in devices else build_camera(cfg)
         self.reader = devices["reader"] if "reader" in devices else build_reader(cfg)
         self.decoder = devices.get("decoder") or build_decoder(cfg)
-        display = devices["display"] if "display" in devices else build_display(cfg)
-        gpio = devices["gpio"] if "gpio" in devices else build_gpio(cfg)
-        self.gpio = gpio
-        self.display = display
-        self.feedback = Feedback(display, gpio.indicator, gpio.buzzer, gpio.relay, lang=cfg.site.language,
-                                 result_seconds=cfg.display.result_seconds, relay_seconds=cfg.gpio.relay_seconds)
-        self.uplink = None
+        self.display = devices["display"] if "display" in devices else build_display(cfg)
+        self.gpio = devices["gpio"] if "gpio" in devices else build_gpio(cfg)
+        self.feedback = Feedback(self.display, self.gpio.indicator, self.gpio.buzzer, self.gpio.relay,
+                                 lang=cfg.site.language, result_seconds=cfg.display.result_seconds,
+                                 relay_seconds=cfg.gpio.relay_seconds)
+        self.uplink: Publisher | None = None
         if cfg.mqtt.enabled:
             from kiosk.mqtt.uplink import Uplink
 
             self.uplink = Uplink(cfg, cfg.journal.path, telemetry_source=self.telemetry)
         self.pipeline = Pipeline(
-            decider=self.decider, debouncer=Debouncer(cfg.site.debounce_seconds), feedback=self.feedback,
-            journal=self.journal, clock=self.clock, decoder=self.decoder,
-            debounce_seconds=cfg.site.debounce_seconds,
+            decider=self.decider, feedback=self.feedback, journal=self.journal, clock=self.clock,
+            decoder=self.decoder, debounce_seconds=cfg.site.debounce_seconds,
             stale=staleness(cfg, self.roster, self.trust, self.clock),
-            on_journaled=(lambda event: self.uplink.notify()) if self.uplink else None)
+            on_journaled=self._journaled if self.uplink else None)
         self._button_presses: queue.SimpleQueue[str] = queue.SimpleQueue()
-        if gpio.button is not None:
-            gpio.button.when_pressed = lambda: self._button_presses.put("pressed")  # gpiozero thread: queue only
+        if self.gpio.button is not None:
+            self.gpio.button.when_pressed = lambda: self._button_presses.put("pressed")  # gpiozero thread: queue only
         self._monotonic = monotonic
-        self._camera_guard = DeviceGuard("camera", self.camera, cfg.camera.retry_seconds, monotonic)
-        self._reader_guard = DeviceGuard("reader", self.reader, cfg.camera.retry_seconds, monotonic)
+        self._camera_guard = DeviceGuard("camera", self.camera, cfg.camera.retry_seconds, monotonic) \
+            if self.camera is not None else None
+        self._reader_guard = DeviceGuard("reader", self.reader, cfg.camera.retry_seconds, monotonic) \
+            if self.reader is not None else None
         self._last_purge: float | None = None
         self._stop = threading.Event()
-        self._watchdog = None  # set by run(): systemd's watchdog and status line
+        self._watchdog: LoopMonitor | None = None  # set by run(): systemd's watchdog and status line
         # Replays only (demo): draw every result screen instead of skipping to the newest one.
         self.wait_for_screens = False
 
+    def _journaled(self, event: Event) -> None:
+        if self.uplink is not None:
+            self.uplink.notify()
+
     # -------------------------------------------------------------- downlink command handlers
-    def command_handlers(self) -> dict[str, Callable[[dict], dict]]:
+    def command_handlers(self) -> dict[str, CommandHandler]:
         return {"roster": self._cmd_roster, "trust": self._cmd_trust, "config": self._cmd_config}
 
-    def _cmd_roster(self, payload: dict) -> dict:
+    def _cmd_roster(self, payload: dict[str, Any]) -> dict[str, Any]:
         op = payload.get("op", "replace")
         if op == "remove":
             keys = payload.get("keys")
@@ -250,14 +288,14 @@ class App:
             raise DataError(f"roster: unknown op {op!r} (replace, add, remove)")
         return {"count": self.roster.count, "version": self.roster.version}
 
-    def _cmd_trust(self, payload: dict) -> dict:
+    def _cmd_trust(self, payload: dict[str, Any]) -> dict[str, Any]:
         entries = payload.get("entries")
         if not isinstance(entries, list):
             raise DataError("trust: 'entries' must be a list of {kid, certificate}")
         count = self.trust.import_json(entries, replace=bool(payload.get("replace", False)))
         return {"imported": count, "count": self.trust.count}
 
-    def _cmd_config(self, payload: dict) -> dict:
+    def _cmd_config(self, payload: dict[str, Any]) -> dict[str, Any]:
         changes = {k: v for k, v in payload.items() if k not in ("id", "v")}
         settings = self.site.update(**changes)  # DataError names every bad key and value; nothing changes
         for key, value in changes.items():
@@ -266,11 +304,8 @@ class App:
 
     # -------------------------------------------------------------- status
     def alarms(self) -> list[str]:
-        out = []
-        if self._camera_guard.failed:
-            out.append("camera_failed")
-        if self._reader_guard.failed:
-            out.append("reader_failed")
+        out = [f"{guard.name}_failed" for guard in (self._camera_guard, self._reader_guard)
+               if guard is not None and guard.failed]
         if self.pipeline.journal_failing:
             out.append("journal_failed")
         if self.display is not None and self.feedback.failing("display"):
@@ -297,7 +332,8 @@ class App:
     def stop(self) -> None:
         self._stop.set()
 
-    def run(self, max_frames: int | None = None, watchdog=None, drain_seconds: float = 0.0) -> RunResult:
+    def run(self, max_frames: int | None = None, watchdog: LoopMonitor | None = None,
+            drain_seconds: float = 0.0) -> RunResult:
         """Run until stopped, until max_frames, or until a replay camera reaches its end.
 
         drain_seconds: at the end, give the uplink this long to deliver what is queued (demo, replays).
@@ -306,9 +342,9 @@ class App:
         try:
             if self.camera is not None and self.cfg.camera.type == "replay":
                 self.camera.start()  # recorded input, not hardware that comes back: a bad replay is fatal
-            elif self.camera is not None:
+            elif self._camera_guard is not None:
                 self._camera_guard.start()
-            if self.reader is not None:
+            if self._reader_guard is not None:
                 self._reader_guard.start()
             if self.uplink:
                 self.uplink.start()
@@ -342,12 +378,12 @@ class App:
     def _step(self) -> bool:
         """One loop iteration. False when there is no more input (replay finished, nothing else to read)."""
         more, frame_read = True, False
-        if self.camera is not None:
-            frame_read, more = self._read_camera()
+        if self._camera_guard is not None:
+            frame_read, more = self._read_camera(self._camera_guard)
         waited = frame_read
-        if self.reader is not None:
+        if self._reader_guard is not None:
             more = True
-            waited = self._read_reader(0.0 if frame_read else INPUT_WAIT_S) or waited
+            waited = self._read_reader(self._reader_guard, 0.0 if frame_read else INPUT_WAIT_S) or waited
         if more and not waited:
             self._stop.wait(INPUT_WAIT_S)  # no device blocked this round (reopening, or none): do not spin
         while not self._button_presses.empty():
@@ -367,11 +403,11 @@ class App:
         if self._watchdog:
             self._watchdog.report(alarms)
 
-    def _read_camera(self) -> tuple[bool, bool]:
+    def _read_camera(self, guard: DeviceGuard[Camera]) -> tuple[bool, bool]:
         """(a frame was read, more input may come)."""
         started = time.perf_counter()
-        frame = self._camera_guard.call(self.camera.read, default=_NO_FRAME)
-        if frame is _NO_FRAME:
+        frame = guard.call(guard.device.read, default=NOT_READ)
+        if frame is NOT_READ:
             return False, True
         if frame is None:
             return False, False
@@ -379,10 +415,10 @@ class App:
             self.feedback.wait_drawn(2.0)
         return True, True
 
-    def _read_reader(self, timeout: float) -> bool:
+    def _read_reader(self, guard: DeviceGuard[Reader], timeout: float) -> bool:
         """Wait up to `timeout` for a read. False when the reader is down (nothing was waited for)."""
-        text = self._reader_guard.call(lambda: self.reader.read(timeout), default=_NO_FRAME)
-        if text is _NO_FRAME:
+        text = guard.call(lambda: guard.device.read(timeout), default=NOT_READ)
+        if text is NOT_READ:
             return False
         if text is not None:
             self.pipeline.handle_text(text)
@@ -413,8 +449,7 @@ class App:
             log.info("purged %d journal rows older than %d days", purged, self.cfg.journal.retention_days)
 
     def close(self) -> None:
-        for name in ("camera", "reader"):
-            device = getattr(self, name)
+        for name, device in (("camera", self.camera), ("reader", self.reader)):
             if device is not None:
                 try:
                     device.close()

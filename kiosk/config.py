@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from kiosk.driver_names import CAMERAS, DECODERS, DISPLAYS, PIN_FACTORIES, READERS
 from kiosk.errors import ConfigError
 from kiosk.model import DIRECTIONS, MODES
 
@@ -230,7 +231,7 @@ class CodesConfig:
 @dataclass(frozen=True)
 class CameraConfig:
     type: str = key(Str("picamera2", "replay (images or a video at path), picamera2, v4l2 or none.",
-                        choices=("replay", "picamera2", "v4l2", "none")))
+                        choices=tuple(CAMERAS)))
     path: str = key(PathValue("", "replay: a folder of images (name order) or a video file."))
     loop: bool = key(Bool(False, "replay: start again at the end instead of stopping."))
     width: int = key(Int(640, "Decode stream width in pixels.", min=160, max=4056))
@@ -246,7 +247,7 @@ class CameraConfig:
 @dataclass(frozen=True)
 class ReaderConfig:
     type: str = key(Str("none", "Dedicated QR reader: none, serial (USB CDC / RS-232) or evdev (HID keyboard wedge).",
-                        choices=("none", "serial", "evdev")))
+                        choices=tuple(READERS)))
     port: str = key(PathValue("/dev/ttyACM0", "serial: device path."))
     baudrate: int = key(Int(9600, "serial: baud rate.", min=1200, max=921600))
     device: str = key(PathValue("", "evdev: /dev/input/by-id/... path of the reader."))
@@ -255,7 +256,7 @@ class ReaderConfig:
 @dataclass(frozen=True)
 class DecoderConfig:
     type: str = key(Str("auto", "auto (recommended: zxing-cpp, then a second zxing-cpp binarizer only when the first "
-                        "reads nothing), zxing (zxing-cpp alone) or zbar (pyzbar).", choices=("auto", "zxing", "zbar")))
+                        "reads nothing), zxing (zxing-cpp alone) or zbar (pyzbar).", choices=tuple(DECODERS)))
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ class JournalConfig:
 class DisplayConfig:
     type: str = key(Str("ssd1306", "ssd1306, sh1106 (128x64 I2C), ssd1351 (128x128 SPI colour), hdmi (pygame), "
                         "png (write each screen to a folder), dummy (luma dummy device) or none.",
-                        choices=("ssd1306", "sh1106", "ssd1351", "hdmi", "png", "dummy", "none")))
+                        choices=tuple(DISPLAYS)))
     path: str = key(PathValue("screens", "png: folder for the screen images."))
     i2c_port: int = key(Int(1, "I2C bus number.", min=0, max=10))
     i2c_address: int = key(Int(0x3C, "I2C address of the panel (check with `i2cdetect -y 1`).", min=0x03, max=0x77))
@@ -308,7 +309,7 @@ class DisplayConfig:
 @dataclass(frozen=True)
 class GpioConfig:
     pin_factory: str = key(Str("auto", "gpiozero pin factory: mock (no hardware), lgpio (Pi 5, current OS), "
-                               "rpigpio, or auto (gpiozero's own choice).", choices=("mock", "lgpio", "rpigpio", "auto")))
+                               "rpigpio, or auto (gpiozero's own choice).", choices=tuple(PIN_FACTORIES)))
     led: str = key(Str("pair", "pair: separate green/red LEDs; rgb: one RGB LED; none.", choices=("pair", "rgb", "none")))
     led_green: int = key(Int(17, "Green LED pin (BCM).", min=0, max=27))
     led_red: int = key(Int(27, "Red LED pin (BCM).", min=0, max=27))

@@ -11,9 +11,10 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 from kiosk.model import BLACK, GREEN, INVALID, Decision
+from kiosk.ports import Buzzer, Display, Indicator, Relay
 from kiosk.screens import IdleView, render, require_fonts
 
 log = logging.getLogger(__name__)
@@ -38,14 +39,15 @@ PATTERNS = {
 class Feedback:
     """Drives the display, indicator, buzzer and relay for each decision. Any device may be None.
 
-    `last_command_at[name]` is the `clock()` time the latest command went to "indicator", "buzzer",
+    `last_command_at[name]` is the `monotonic()` time the latest command went to "indicator", "buzzer",
     "relay", "display" (screen handed to the worker) and "display_shown" (the device's show returned),
     so a benchmark can measure frame-in to command-issued. `on_command(name, t)`, if set, is called
     at the same moments (from the worker thread for "display_shown").
     """
 
-    def __init__(self, display, indicator, buzzer, relay, *, lang: str = "vi", result_seconds: float = 3.0,
-                 relay_seconds: float = 1.0, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, display: Display | None, indicator: Indicator | None, buzzer: Buzzer | None,
+                 relay: Relay | None, *, lang: str = "vi", result_seconds: float = 3.0, relay_seconds: float = 1.0,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.display = display
         self.indicator = indicator
         self.buzzer = buzzer
@@ -53,7 +55,7 @@ class Feedback:
         self.lang = lang
         self.result_seconds = result_seconds
         self.relay_seconds = relay_seconds
-        self.clock = clock
+        self.monotonic = monotonic
         self.errors = 0
         self.shown = 0  # screens the display accepted
         self.last_command_at: dict[str, float] = {}
@@ -63,13 +65,13 @@ class Feedback:
         self._alarms: tuple[str, ...] = ()
         self._result_until: float | None = None
         self._wake = threading.Condition()
-        self._pending: Any = None
+        self._pending: Decision | IdleView | None = None
         self._drawing = False
         self._closed = False
         self._worker: threading.Thread | None = None
         if display is not None:
             require_fonts()  # a missing font is a start-up error naming the fix, not a blank screen later
-            self._worker = threading.Thread(target=self._draw_loop, name="display", daemon=True)
+            self._worker = threading.Thread(target=self._draw_loop, args=(display,), name="display", daemon=True)
             self._worker.start()
             self._submit(IdleView())
 
@@ -77,29 +79,29 @@ class Feedback:
     def show(self, decision: Decision) -> None:
         """Issue LED, buzzer and relay commands and queue the result screen. Returns at once."""
         pattern = PATTERNS.get(decision.verdict, PATTERNS[INVALID])
-        if self.indicator is not None:
-            self._device("indicator", lambda: self.indicator.flash(pattern.colour, self.result_seconds))
-        if self.buzzer is not None:
-            self._device("buzzer", lambda: self.buzzer.beep(pattern.beep_on, pattern.beep_off, pattern.beeps))
-        if self.relay is not None and pattern.relay:
-            self._device("relay", lambda: self.relay.pulse(self.relay_seconds))
-        self._result_until = self.clock() + self.result_seconds
+        indicator, buzzer, relay = self.indicator, self.buzzer, self.relay
+        if indicator is not None:
+            self._device("indicator", lambda: indicator.flash(pattern.colour, self.result_seconds))
+        if buzzer is not None:
+            self._device("buzzer", lambda: buzzer.beep(pattern.beep_on, pattern.beep_off, pattern.beeps))
+        if relay is not None and pattern.relay:
+            self._device("relay", lambda: relay.pulse(self.relay_seconds))
+        self._result_until = self.monotonic() + self.result_seconds
         if self.display is not None:
             self._submit(decision)
 
     def tick(self) -> None:
         """Bring back the idle screen once the result has been shown long enough. Never sleeps."""
-        if self._result_until is not None and self.clock() >= self._result_until:
+        if self._result_until is not None and self.monotonic() >= self._result_until:
             self._result_until = None
             if self.display is not None:
                 self._submit(self._idle_view())
 
     def set_alarms(self, alarms: list[str]) -> None:
         """Status lines for the idle screen (i18n keys); redraws only when they change."""
-        alarms = tuple(alarms)
-        if alarms == self._alarms:
+        if tuple(alarms) == self._alarms:
             return
-        self._alarms = alarms
+        self._alarms = tuple(alarms)
         if self._result_until is None and self.display is not None:
             self._submit(self._idle_view())
 
@@ -129,24 +131,25 @@ class Feedback:
     def _idle_view(self) -> IdleView:
         return IdleView(alarms=self._alarms)
 
-    def _submit(self, view) -> None:
+    def _submit(self, view: Decision | IdleView) -> None:
         with self._wake:
             self._pending = view  # replaces an older screen not drawn yet
             self._wake.notify_all()
         self._stamp("display")
 
-    def _draw_loop(self) -> None:
+    def _draw_loop(self, display: Display) -> None:
         while True:
             with self._wake:
                 self._wake.wait_for(lambda: self._pending is not None or self._closed)
-                if self._closed:
+                view = self._pending
+                if self._closed or view is None:
                     self._pending = None
                     self._wake.notify_all()
                     return
-                view, self._pending, self._drawing = self._pending, None, True
+                self._pending, self._drawing = None, True
             try:
-                if self._device("display", lambda: self.display.show(
-                        render(view, self.display.size, self.display.mode, self.lang)), stamp=False):
+                if self._device("display", lambda: display.show(render(view, display.size, display.mode, self.lang)),
+                                stamp=False):
                     self.shown += 1
                     self._stamp("display_shown")
             finally:
@@ -177,7 +180,7 @@ class Feedback:
         return True
 
     def _stamp(self, name: str) -> None:
-        t = self.clock()
+        t = self.monotonic()
         with self._lock:
             self.last_command_at[name] = t
         if self.on_command is not None:

@@ -5,25 +5,24 @@ network); the journal write follows; the uplink is only woken up. The pipeline n
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
+from kiosk.debounce import Debouncer
 from kiosk.errors import StorageError
 from kiosk.model import BLACK, GREEN, INVALID, Decision
+from kiosk.ports import Clock, DecisionMaker, Decoder, GateFeedback, Journal
 
 if TYPE_CHECKING:
-    import numpy as np
+    from kiosk.ports import Event, Frame
 
 log = logging.getLogger(__name__)
 
 # Check-ins kept in memory while the journal cannot be written (disk full); retried every loop.
 MAX_UNWRITTEN = 10_000
-# Distinct texts remembered for "same code still in view" suppression.
-MAX_RECENT_TEXTS = 256
 
 
 @dataclass
@@ -38,40 +37,41 @@ class Counters:
     invalid: int = 0
     journal_errors: int = 0
     journaled: int = 0
-    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=10_000))
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "latencies_ms"}
 
 
 class Pipeline:
-    def __init__(self, *, decider, debouncer, feedback, journal, clock, decoder=None,
-                 debounce_seconds: float = 10.0,
+    def __init__(self, *, decider: DecisionMaker, feedback: GateFeedback, journal: Journal, clock: Clock,
+                 decoder: Decoder | None = None, debounce_seconds: float = 10.0,
                  stale: Callable[[], tuple[bool, bool]] = lambda: (False, False),
-                 on_journaled: Callable[[dict], None] | None = None,
+                 on_journaled: Callable[[Event], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic):
+        """`debounce_seconds`: the repeat-suppression window (site.debounce_seconds); `monotonic` times it for
+        codes still in view."""
         self.decider = decider
-        self.debouncer = debouncer
         self.feedback = feedback
         self.journal = journal
         self.clock = clock
         self.decoder = decoder
-        self.debounce_seconds = debounce_seconds
+        self.repeats = Debouncer(debounce_seconds, monotonic=monotonic)
         self.stale = stale
         self.on_journaled = on_journaled
-        self.monotonic = monotonic
         self.counters = Counters()
         self.decisions: list[Decision] = []  # kept only when `keep_decisions` (demo, tests)
         self.keep_decisions = False
-        self._recent_texts: OrderedDict[bytes, float] = OrderedDict()
         self._unwritten: deque[Decision] = deque()
         self.journal_failing = False
 
     # ------------------------------------------------------------------ inputs
-    def handle_frame(self, frame: "np.ndarray", started: float | None = None) -> list[Decision]:
+    def handle_frame(self, frame: Frame, started: float | None = None) -> list[Decision]:
         """Decode one grey frame and handle every code in it."""
         started = time.perf_counter() if started is None else started
         self.counters.frames += 1
+        if self.decoder is None:
+            raise ValueError("handle_frame needs a pipeline built with a decoder")
         try:
             texts = self.decoder.decode(frame)
         except Exception:  # a decoder must not take the kiosk down; count and go on
@@ -89,14 +89,14 @@ class Pipeline:
         """Decide one payload, give feedback, journal it. None when it repeats a recent check-in."""
         started = time.perf_counter() if started is None else started
         self.counters.reads += 1
-        if self._still_in_view(text):
+        if self.repeats.in_view(text):
             self.counters.repeats += 1
             return None
         now = self.clock.now()
         roster_stale, trust_stale = self.stale()
         decision = self.decider.decide(text, now, self.clock.synced(),
                                        roster_stale=roster_stale, trust_stale=trust_stale)
-        if self.debouncer.is_repeat(decision.subject_ref, decision.verdict, now):
+        if self.repeats.is_repeat(decision.subject_ref, decision.verdict, now):
             self.counters.repeats += 1
             return None
         self.feedback.show(decision)
@@ -110,16 +110,6 @@ class Pipeline:
         self._record(decision)
 
     # ------------------------------------------------------------------ internals
-    def _still_in_view(self, text: str) -> bool:
-        """The same code seen again within the debounce window (it stays in front of the camera)."""
-        key = hashlib.blake2b(text.encode("utf-8", "surrogateescape"), digest_size=16).digest()
-        now = self.monotonic()
-        last = self._recent_texts.pop(key, None)
-        self._recent_texts[key] = now  # refreshed on every sighting
-        while len(self._recent_texts) > MAX_RECENT_TEXTS:
-            self._recent_texts.popitem(last=False)
-        return last is not None and now - last < self.debounce_seconds
-
     def _record(self, decision: Decision) -> None:
         c = self.counters
         c.checkins += 1

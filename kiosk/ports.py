@@ -1,54 +1,73 @@
-"""Ports: the only way the core reaches hardware, storage and the network.
+"""Ports: the only way the core reaches hardware, storage, the network and its own replaceable parts.
 
-Adapters live in `drivers/` (one per library, importing it lazily) and are built by the composition
-root `kiosk.app`. Tests and the demo plug in the fakes from `drivers.fake`.
+Every dependency injected into the core (pipeline, feedback, decider, app, device guard, stores' users) is
+typed with one of these Protocols, so a reader and mypy can follow a frame or an event past a constructor.
+Adapters live in `drivers/` (one per library, importing it lazily), `kiosk/stores/` and `kiosk/mqtt/`; the
+composition root `kiosk.app` builds them. Tests plug in fakes that satisfy the same Protocols.
 """
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, TypeAlias, runtime_checkable
 
-if TYPE_CHECKING:  # numpy and Pillow types only for annotations
+if TYPE_CHECKING:  # types for annotations only: importing ports costs nothing at run time
     import numpy as np
+    import numpy.typing as npt
+    from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
     from PIL import Image
 
+    from kiosk.model import Decision, ParsedCode, Person
+    from kiosk.stores.roster import RosterEntry
 
-@runtime_checkable
-class Camera(Protocol):
-    """A source of greyscale frames (2-D uint8 numpy arrays, the Y plane)."""
+    Frame: TypeAlias = npt.NDArray[np.uint8]  # a greyscale frame: 2-D uint8, the camera's Y plane
+    Event: TypeAlias = dict[str, Any]  # a journaled check-in as published (kiosk.stores.checkins)
+    CommandHandler: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
 
-    def start(self) -> None: ...
 
-    def read(self) -> "np.ndarray | None":
-        """Next frame; None at end of input (replay) . Raises DeviceError on failure."""
+# ---------------------------------------------------------------- input devices
+class Device(Protocol):
+    """Something that is opened and closed: a camera or a reader, as the app's DeviceGuard sees it."""
+
+    def start(self) -> None:
+        """Open the device. Raises DeviceError naming the fix."""
 
     def close(self) -> None: ...
 
 
 @runtime_checkable
-class Reader(Protocol):
-    """A dedicated QR reader that delivers decoded text (serial, HID keyboard wedge)."""
+class Camera(Device, Protocol):
+    """A source of greyscale frames."""
 
-    def start(self) -> None: ...
+    def read(self) -> Frame | None:
+        """Next frame; None at end of input (replay). Raises DeviceError on failure."""
+
+
+@runtime_checkable
+class Reader(Device, Protocol):
+    """A dedicated QR reader that delivers decoded text (serial, HID keyboard wedge)."""
 
     def read(self, timeout: float) -> str | None:
         """One complete read (terminator stripped), or None when nothing arrived within timeout."""
-
-    def close(self) -> None: ...
 
 
 class Decoder(Protocol):
     name: str
 
-    def decode(self, frame: "np.ndarray") -> list[str]:
+    def decode(self, frame: Frame) -> list[str]:
         """Texts of the QR codes in a grey frame. Never a text the decoder is not sure of."""
 
 
+# ---------------------------------------------------------------- output devices
 class Display(Protocol):
-    size: tuple[int, int]
-    mode: str  # Pillow mode the panel takes: "1" monochrome or "RGB"
+    @property
+    def size(self) -> tuple[int, int]: ...
 
-    def show(self, image: "Image.Image") -> None: ...
+    @property
+    def mode(self) -> str:
+        """Pillow mode the panel takes: "1" monochrome or "RGB"."""
+
+    def show(self, image: Image.Image) -> None: ...
 
     def close(self) -> None: ...
 
@@ -84,9 +103,165 @@ class Button(Protocol):
     def close(self) -> None: ...
 
 
+class Gpio(Protocol):
+    """The parts on GPIO pins; each is None when not configured."""
+
+    @property
+    def indicator(self) -> Indicator | None: ...
+
+    @property
+    def buzzer(self) -> Buzzer | None: ...
+
+    @property
+    def relay(self) -> Relay | None: ...
+
+    @property
+    def button(self) -> Button | None: ...
+
+
+# ---------------------------------------------------------------- time
 class Clock(Protocol):
+    """Wall-clock time as the site's rules see it. Durations use monotonic seconds (`monotonic` parameters)."""
+
     def now(self) -> datetime:
         """Aware datetime in the site's time zone."""
 
     def synced(self) -> bool:
         """True when system time is known to be right (NTP synchronised)."""
+
+
+# ---------------------------------------------------------------- storage
+class Journal(Protocol):
+    """The durable check-in journal, as the pipeline and the app use it (kiosk.stores.journal)."""
+
+    def append(self, decision: Decision) -> Event:
+        """Store one check-in durably; its event. Raises StorageError with nothing written."""
+
+    def purge(self, older_than: datetime, keep_unsent: bool = True) -> int: ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Outbox(Protocol):
+    """The upload queue over the journal's rows, as the uplink's drain uses it (kiosk.stores.outbox)."""
+
+    max_rows: int
+    full_policy: str
+    full: bool
+
+    def next_batch(self, limit: int, resend_before_epoch: float | None = None, *, after_seq: int = 0,
+                   resend_after_seq: int = 0) -> list[sqlite3.Row]: ...
+
+    def has_pending(self) -> bool: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def mark_published(self, ids: Iterable[str]) -> int: ...
+
+    def confirm(self, ids: Iterable[str]) -> int: ...
+
+    def confirm_upto(self, seq: int) -> int: ...
+
+    def enforce_limit(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Roster(Protocol):
+    """The roster of people (kiosk.stores.roster): looked up per scan, changed by import and MQTT."""
+
+    @property
+    def updated_at(self) -> datetime | None: ...
+
+    @property
+    def count(self) -> int: ...
+
+    @property
+    def version(self) -> int | None: ...
+
+    def lookup(self, person: Person) -> RosterEntry | None: ...
+
+    def parse_entries(self, rows: list[dict[str, Any]]) -> list[RosterEntry]:
+        """Validate rows completely (DataError listing every problem); nothing changes."""
+
+    def replace_all(self, entries: list[RosterEntry], version: int | None) -> None: ...
+
+    def upsert(self, entries: list[RosterEntry]) -> None: ...
+
+    def remove(self, keys: list[str]) -> int: ...
+
+
+class SignerKeys(Protocol):
+    """What verifying a signed certificate needs of the trust list."""
+
+    def key_for(self, kid: bytes) -> PublicKeyTypes | None: ...
+
+    def usages_for(self, kid: bytes) -> frozenset[str] | None:
+        """Certificate types ("v", "t", "r") the signer may sign; None: unrestricted."""
+
+
+class TrustStore(SignerKeys, Protocol):
+    """The trust list of certificate signers (kiosk.stores.trust)."""
+
+    @property
+    def count(self) -> int: ...
+
+    def is_stale(self, now: datetime, max_age_hours: float) -> bool: ...
+
+    def import_json(self, obj: Any, replace: bool = False) -> int:
+        """Signers as `[{"kid": base64, "certificate": base64 DER}]`; all or nothing (DataError)."""
+
+
+# ---------------------------------------------------------------- the core's own parts
+class DccParser(Protocol):
+    """Verifies a signed `HC1:` certificate (kiosk.codes.dcc.DccVerifier)."""
+
+    def parse(self, text: str, now: datetime) -> ParsedCode: ...
+
+
+class DecisionMaker(Protocol):
+    """Classify, parse, verify and decide one payload (kiosk.decider.Decider). Never raises."""
+
+    def decide(self, text: str, now: datetime, clock_synced: bool, *, roster_stale: bool = False,
+               trust_stale: bool = False) -> Decision: ...
+
+
+class GateFeedback(Protocol):
+    """What the person at the gate sees and hears, as the pipeline drives it (kiosk.feedback.Feedback)."""
+
+    def show(self, decision: Decision) -> None:
+        """Issue LED, buzzer, relay and screen for one decision. Returns at once."""
+
+
+class Publisher(Protocol):
+    """The MQTT uplink as the app sees it (kiosk.mqtt.uplink.Uplink): it publishes journaled check-ins."""
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+    def notify(self) -> None:
+        """New check-ins are in the journal: wake the publisher. Never blocks."""
+
+    def wait_drained(self, timeout: float) -> bool: ...
+
+    def alarms(self) -> list[str]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+    def run_pending_commands(self, handlers: dict[str, CommandHandler], limit: int = 20) -> int:
+        """Run received downlink commands on the caller's (the app's) thread; how many ran."""
+
+
+class LoopMonitor(Protocol):
+    """What the main loop reports to: systemd's watchdog and status line (kiosk.watchdog.Watchdog)."""
+
+    def ready(self) -> None: ...
+
+    def progress(self) -> None: ...
+
+    def tick(self, now: float | None = None) -> bool: ...
+
+    def report(self, alarms: list[str]) -> None: ...

@@ -274,17 +274,33 @@ def test_debounce_same_person_same_verdict_within_window():
 
 
 def test_debounce_memory_is_bounded():
-    deb = Debouncer(3600, max_entries=100)
+    deb = Debouncer(3600, max_people=100)
     for i in range(1000):
         deb.is_repeat(f"p{i}", GREEN, T + timedelta(milliseconds=i))
-    assert len(deb._last) == 100
+    assert len(deb._people) == 100
     assert deb.is_repeat("p999", GREEN, T + timedelta(seconds=2))
     assert not deb.is_repeat("p0", GREEN, T + timedelta(seconds=2))  # evicted: counted again
     later = Debouncer(10)
     for i in range(50):
         later.is_repeat(f"p{i}", GREEN, T)
     later.is_repeat("q", GREEN, T + timedelta(seconds=11))
-    assert len(later._last) == 1  # expired entries are dropped
+    assert len(later._people) == 1  # expired entries are dropped
+
+
+def test_a_code_in_view_is_one_sighting_while_it_stays_and_memory_is_bounded():
+    mono = [0.0]
+    deb = Debouncer(10, monotonic=lambda: mono[0], max_texts=3)
+    assert not deb.in_view("code a")
+    for _ in range(5):  # held in front of the camera for 40 s: every sighting refreshes the window
+        mono[0] += 8
+        assert deb.in_view("code a")
+    mono[0] += 10
+    assert not deb.in_view("code a")  # gone for the whole window: a new sighting
+    for text in ("b", "c", "d"):
+        deb.in_view(text)
+    assert len(deb._texts) == 3 and not deb.in_view("code a")  # the oldest was forgotten
+    off = Debouncer(0, monotonic=lambda: 0.0)
+    assert not off.in_view("x") and not off.in_view("x")  # window 0: suppression off
 
 
 def test_clock_stepping_back_does_not_suppress():

@@ -7,8 +7,9 @@ import types
 import pytest
 from PIL import Image
 
-from drivers import display_luma, display_png, gpio
+from drivers import display_png, gpio
 from kiosk import config, screens
+from kiosk.app import build_display, build_gpio
 from kiosk.errors import DeviceError
 from kiosk.feedback import Feedback
 from kiosk.model import GREEN, Decision
@@ -21,7 +22,7 @@ def cfg_with(**sections):
 
 # ---------------------------------------------------------------- luma
 def test_dummy_display_keeps_the_last_image():
-    display = display_luma.create(cfg_with(display={"type": "dummy", "width": 800, "height": 480}))
+    display = build_display(cfg_with(display={"type": "dummy", "width": 800, "height": 480}))
     assert display.size == (800, 480) and display.mode == "RGB"
     image = render(IdleView(), display.size, display.mode, "en")
     display.show(image)
@@ -37,7 +38,7 @@ def test_oled_without_i2c_names_the_fix(monkeypatch):
 
     monkeypatch.setattr(serial, "i2c", no_bus)
     with pytest.raises(DeviceError) as err:
-        display_luma.create(cfg_with(display={"type": "ssd1306"}))
+        build_display(cfg_with(display={"type": "ssd1306"}))
     assert "raspi-config" in str(err.value) and "i2cdetect -y 1" in str(err.value) and "i2c group" in str(err.value)
 
 
@@ -76,7 +77,7 @@ def smbus(monkeypatch):
 
 @pytest.mark.parametrize("panel", ["ssd1306", "sh1106"])
 def test_i2c_oled_gets_port_address_rotation_and_contrast(smbus, panel):
-    display = display_luma.create(cfg_with(display={"type": panel, "i2c_port": 3, "i2c_address": 0x3D,
+    display = build_display(cfg_with(display={"type": panel, "i2c_port": 3, "i2c_address": 0x3D,
                                                     "rotate": 1, "contrast": 80}))
     bus = smbus.opened[-1]
     assert bus.port == 3 and bus.address == 0x3D
@@ -91,7 +92,7 @@ def test_i2c_oled_gets_port_address_rotation_and_contrast(smbus, panel):
 def test_i2c_oled_not_at_the_address_names_i2cdetect(smbus):
     smbus.absent_address = 0x3C
     with pytest.raises(DeviceError) as err:
-        display_luma.create(cfg_with(display={"type": "sh1106"}))
+        build_display(cfg_with(display={"type": "sh1106"}))
     message = str(err.value)
     assert "0x3c" in message and "i2cdetect -y 1" in message and "display.i2c_address" in message
     assert "raspi-config" in message and "i2c group" in message
@@ -153,7 +154,7 @@ def spi_stand_ins(monkeypatch):
 
 
 def test_ssd1351_on_spi_gets_bus_pins_rotation_and_contrast(spi_stand_ins):
-    display = display_luma.create(cfg_with(display={"type": "ssd1351", "spi_port": 0, "spi_device": 1,
+    display = build_display(cfg_with(display={"type": "ssd1351", "spi_port": 0, "spi_device": 1,
                                                     "gpio_dc": 23, "gpio_rst": 22, "rotate": 2, "contrast": 128}))
     spi = StandInSpiDev.opened[-1]
     assert spi.bus == (0, 1) and set(spi_stand_ins.pins) == {23, 22}
@@ -168,14 +169,14 @@ def test_ssd1351_on_spi_gets_bus_pins_rotation_and_contrast(spi_stand_ins):
 def test_ssd1351_without_spidev_names_the_packages(spi_stand_ins, monkeypatch):
     monkeypatch.setitem(sys.modules, "spidev", None)
     with pytest.raises(DeviceError, match="python3-spidev.*raspi-config"):
-        display_luma.create(cfg_with(display={"type": "ssd1351"}))
+        build_display(cfg_with(display={"type": "ssd1351"}))
 
 
 def test_hdmi_without_luma_emulator_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "luma.emulator", None)  # import fails as if not installed
     monkeypatch.setitem(sys.modules, "luma.emulator.device", None)
     with pytest.raises(DeviceError, match="pip install luma.emulator"):
-        display_luma.create(cfg_with(display={"type": "hdmi"}))
+        build_display(cfg_with(display={"type": "hdmi"}))
 
 
 def test_missing_font_names_the_debian_package(monkeypatch, tmp_path):
@@ -227,7 +228,7 @@ def test_png_folder_that_cannot_be_created_is_a_device_error(tmp_path):
 
 # ---------------------------------------------------------------- gpio
 def test_mock_factory_builds_every_part():
-    parts = gpio.create(cfg_with(gpio={"pin_factory": "mock", "relay": 23, "button": 5}))
+    parts = build_gpio(cfg_with(gpio={"pin_factory": "mock", "relay": 23, "button": 5}))
     try:
         assert isinstance(parts.indicator, gpio.LedPairIndicator)
         assert isinstance(parts.buzzer, gpio.ActiveBuzzer)
@@ -239,12 +240,12 @@ def test_mock_factory_builds_every_part():
 
 
 def test_parts_set_to_none_are_not_built():
-    parts = gpio.create(cfg_with(gpio={"pin_factory": "mock", "led": "none", "buzzer": -1}))
+    parts = build_gpio(cfg_with(gpio={"pin_factory": "mock", "led": "none", "buzzer": -1}))
     assert parts == gpio.GpioParts()
 
 
 def test_button_press_calls_when_pressed():
-    parts = gpio.create(cfg_with(gpio={"pin_factory": "mock", "button": 5}))
+    parts = build_gpio(cfg_with(gpio={"pin_factory": "mock", "button": 5}))
     pressed = threading.Event()
     parts.button.when_pressed = pressed.set
     parts.button.pin.drive_low()  # pull-up button: pressing pulls the pin low
@@ -253,7 +254,7 @@ def test_button_press_calls_when_pressed():
 
 
 def test_rgb_led_shows_amber_as_red_and_green():
-    parts = gpio.create(cfg_with(gpio={"pin_factory": "mock", "led": "rgb", "buzzer": -1}))
+    parts = build_gpio(cfg_with(gpio={"pin_factory": "mock", "led": "rgb", "buzzer": -1}))
     parts.indicator.flash("amber", 5.0)
     red, green, blue = parts.indicator.led._leds
     pause = threading.Event()
@@ -278,7 +279,7 @@ def states_when(pin, done, limit: float = 5.0) -> list:
 
 @pytest.mark.parametrize("active_high, idle, energised", [(True, 0, 1), (False, 1, 0)])
 def test_relay_pulse_honours_active_high_or_low(active_high, idle, energised):
-    parts = gpio.create(cfg_with(gpio={"pin_factory": "mock", "led": "none", "buzzer": -1, "relay": 23,
+    parts = build_gpio(cfg_with(gpio={"pin_factory": "mock", "led": "none", "buzzer": -1, "relay": 23,
                                        "relay_active_high": active_high}))
     pin = parts.relay.device.pin
     try:
@@ -291,7 +292,7 @@ def test_relay_pulse_honours_active_high_or_low(active_high, idle, energised):
 
 
 def test_passive_buzzer_plays_tones_through_pwm():
-    parts = gpio.create(cfg_with(gpio={"pin_factory": "mock", "led": "none", "buzzer": 18, "buzzer_tonal": True}))
+    parts = build_gpio(cfg_with(gpio={"pin_factory": "mock", "led": "none", "buzzer": 18, "buzzer_tonal": True}))
     try:
         assert isinstance(parts.buzzer, gpio.ToneBuzzer)
         pin = parts.buzzer.device.pwm_device.pin  # a MockPWMPin: TonalBuzzer needs PWM
@@ -304,7 +305,7 @@ def test_passive_buzzer_plays_tones_through_pwm():
 
 
 def test_active_buzzer_and_led_pair_colours():
-    parts = gpio.create(cfg_with(gpio={"pin_factory": "mock", "led": "pair", "buzzer": 18}))
+    parts = build_gpio(cfg_with(gpio={"pin_factory": "mock", "led": "pair", "buzzer": 18}))
     green, red = parts.indicator.green.pin, parts.indicator.red.pin
     try:
         parts.indicator.flash("green", 0.02)
@@ -319,15 +320,14 @@ def test_active_buzzer_and_led_pair_colours():
         parts.close()
 
 
-def test_pin_in_use_is_a_device_error_and_pins_already_claimed_are_released(monkeypatch):
+def test_pin_in_use_is_a_device_error_and_pins_already_claimed_are_released():
     import gpiozero
     from gpiozero.pins.mock import MockFactory
 
     factory = MockFactory()
-    monkeypatch.setattr(gpio, "_factory", lambda name: factory)
     other = gpiozero.LED(18, pin_factory=factory)  # something else holds the buzzer pin
     with pytest.raises(DeviceError) as err:
-        gpio.create(cfg_with(gpio={"pin_factory": "mock"}))
+        gpio.create(cfg_with(gpio={"pin_factory": "mock"}), factory)
     assert "GPIO18" in str(err.value) and "gpio group" in str(err.value)
     gpiozero.LED(17, pin_factory=factory).close()  # the LEDs built before the failure were closed
     other.close()
@@ -336,13 +336,13 @@ def test_pin_in_use_is_a_device_error_and_pins_already_claimed_are_released(monk
 def test_missing_pin_library_names_the_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "gpiozero.pins.lgpio", None)
     with pytest.raises(DeviceError, match="python3-lgpio"):
-        gpio.create(cfg_with(gpio={"pin_factory": "lgpio"}))
+        build_gpio(cfg_with(gpio={"pin_factory": "lgpio"}))
 
 
 def test_hdmi_through_the_pygame_emulator_full_screen(monkeypatch):
     pytest.importorskip("luma.emulator.device")  # optional: pip install luma.emulator
     monkeypatch.setenv("SDL_VIDEODRIVER", "dummy")  # SDL's own headless driver
-    display = display_luma.create(cfg_with(display={"type": "hdmi", "width": 800, "height": 480}))
+    display = build_display(cfg_with(display={"type": "hdmi", "width": 800, "height": 480}))
     display.show(render(IdleView(), display.size, display.mode, "vi"))
     assert display.device._screen.get_size() == (800, 480)
     import pygame

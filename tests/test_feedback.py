@@ -6,9 +6,10 @@ import time
 import pytest
 from luma.core.device import dummy
 
-from drivers import display_png, gpio
+from drivers import display_png
 from drivers.display_luma import LumaDisplay
 from kiosk import config
+from kiosk.app import build_gpio
 from kiosk.errors import DeviceError
 from kiosk.feedback import Feedback
 from kiosk.model import BLACK, GREEN, INVALID, Decision
@@ -46,7 +47,7 @@ class FakeClock:
 @pytest.fixture
 def parts():
     cfg = config.load(data={"gpio": {"pin_factory": "mock", "relay": 23, "relay_active_high": False}})
-    p = gpio.create(cfg)
+    p = build_gpio(cfg)
     yield p
     p.close()
 
@@ -98,7 +99,7 @@ def test_invalid_lights_amber_and_beeps_three_times(panel, parts):
 
 def test_active_high_relay_pulses_high():
     cfg = config.load(data={"gpio": {"pin_factory": "mock", "relay": 23, "relay_active_high": True}})
-    p = gpio.create(cfg)
+    p = build_gpio(cfg)
     fb = Feedback(None, None, None, p.relay, result_seconds=1.0, relay_seconds=0.05)
     fb.show(decision(GREEN))
     relay = p.relay.device.pin
@@ -108,7 +109,7 @@ def test_active_high_relay_pulses_high():
 
 def test_tonal_buzzer_plays_the_right_number_of_tones():
     cfg = config.load(data={"gpio": {"pin_factory": "mock", "buzzer_tonal": True, "led": "none"}})
-    p = gpio.create(cfg)
+    p = build_gpio(cfg)
     fb = Feedback(None, None, p.buzzer, None, result_seconds=1.0)
     fb.show(decision(INVALID))
     pin = p.buzzer.device.pwm_device.pin
@@ -151,7 +152,7 @@ def test_show_returns_before_a_slow_display_and_only_the_newest_screen_is_drawn(
 
 def test_tick_brings_back_the_idle_screen_after_result_seconds(panel):
     clock = FakeClock()
-    fb = Feedback(panel, None, None, None, result_seconds=3.0, clock=clock)
+    fb = Feedback(panel, None, None, None, result_seconds=3.0, monotonic=clock)
     fb.show(decision(GREEN))
     assert fb.wait_drawn(3.0)
     green = panel.device.image.tobytes()

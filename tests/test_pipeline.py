@@ -17,18 +17,6 @@ class StubDecider:
                         clock_synced=clock_synced)
 
 
-class WindowDebouncer:
-    def __init__(self, seconds):
-        self.seconds, self.seen = seconds, {}
-
-    def is_repeat(self, ref, verdict, now):
-        if ref is None:
-            return False
-        last = self.seen.get((ref, verdict))
-        self.seen[(ref, verdict)] = now
-        return last is not None and (now - last).total_seconds() < self.seconds
-
-
 class Recorder:
     def __init__(self, log):
         self.log = log
@@ -65,9 +53,8 @@ def make(log, debounce=10.0):
     mono = [0.0]
     journal = FlakyJournal(log)
     notified = []
-    p = Pipeline(decider=StubDecider(), debouncer=WindowDebouncer(debounce), feedback=Recorder(log),
-                 journal=journal, clock=clock, debounce_seconds=debounce, on_journaled=notified.append,
-                 monotonic=lambda: mono[0])
+    p = Pipeline(decider=StubDecider(), feedback=Recorder(log), journal=journal, clock=clock,
+                 debounce_seconds=debounce, on_journaled=notified.append, monotonic=lambda: mono[0])
     return p, journal, clock, mono, notified
 
 
