@@ -230,10 +230,11 @@ def test_scan_unreadable_file_gives_a_clear_line_and_exit_1(tmp_path, capsys):
 def test_a_stale_roster_applies_the_fail_policy_through_decide(tmp_path, capsys, policy):
     from datetime import datetime, timezone
 
+    from kiosk.clock import FixedClock
     from kiosk.stores.roster import Roster
 
     # imported long before the (demo, fixed) clock of 2021-11-15, on a site that wants a roster under a day old
-    Roster(tmp_path / "roster.json", clock=lambda: datetime(2000, 1, 1, tzinfo=timezone.utc)).import_csv(
+    Roster(tmp_path / "roster.json", clock=FixedClock(datetime(2000, 1, 1, tzinfo=timezone.utc))).import_csv(
         REPO / "kiosk" / "data" / "demo_roster.csv")
     stale = decide(tmp_path, capsys, THU, "roster.max_age_hours=24", f"site.fail_policy={policy}")
     assert (stale["verdict"], stale["reason"]) == (policy, "roster_stale")

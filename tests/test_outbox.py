@@ -38,7 +38,7 @@ def test_states_only_move_forward(journal):
 def test_published_unconfirmed_are_resent_after_the_resend_time(journal):
     path, ids = journal
     now = [1000.0]
-    box = Outbox(path, clock=lambda: now[0])
+    box = Outbox(path, wall=lambda: now[0])
     box.mark_published(ids)
     assert box.next_batch(10, resend_before_epoch=now[0] - 300) == []   # too recent
     now[0] += 301
@@ -82,7 +82,7 @@ def test_published_but_unconfirmed_rows_count_against_the_bound(tmp_path):
     box.confirm(ids[:10])             # confirmed rows are not
     assert box.enforce_limit() == 20
     assert journal_states(path) == {"confirmed": 10, "dropped": 20, "published": 30, "pending": 70}
-    assert box.next_batch(1, resend_before_epoch=box.clock() + 1, after_seq=130)[0]["id"] == ids[30]
+    assert box.next_batch(1, resend_before_epoch=box.wall() + 1, after_seq=130)[0]["id"] == ids[30]
 
 
 def test_drop_newest_when_full(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kiosk.cli import main
+from kiosk.clock import FixedClock
 from kiosk.codes import classify
 from kiosk.errors import DataError, StorageError
 from kiosk.model import Dose, HealthRecord, Person
@@ -115,18 +116,19 @@ def test_not_utf8_is_rejected_with_its_line(tmp_path):
 
 
 def test_parse_entries_replace_upsert_remove(tmp_path):
-    times = iter([datetime(2021, 11, 15, 1, tzinfo=timezone.utc), datetime(2021, 11, 15, 2, tzinfo=timezone.utc),
-                  datetime(2021, 11, 15, 3, tzinfo=timezone.utc)])
-    roster = Roster(tmp_path / "r.json", clock=lambda: next(times))
+    clock = FixedClock(datetime(2021, 11, 15, 1, tzinfo=timezone.utc))
+    roster = Roster(tmp_path / "r.json", clock=clock)
     entries = roster.parse_entries([
         {"id": "079090000001", "doses": ["2021-11-01", "2021-11-20:Moderna"], "staff": True},
         {"qid": "163000000000000002", "recovered": "2021-05-20", "staff": "no"},
     ])
     roster.replace_all(entries, 42)
     assert (roster.count, roster.version, roster.updated_at.hour) == (2, 42, 1)
+    clock.advance(3600)
     roster.upsert(roster.parse_entries([{"id": "079090000001", "staff": False}, {"id": "001195000003"}]))
     assert roster.count == 3 and roster.version == 42 and roster.updated_at.hour == 2
     assert roster.lookup(Person(id_number="079090000001")).staff is False
+    clock.advance(3600)
     assert roster.remove(["163000000000000002", "nobody"]) == 1
     assert roster.count == 2 and roster.updated_at.hour == 3
     assert roster.remove(["nobody"]) == 0  # nothing to write

@@ -11,19 +11,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from kiosk.clock import FixedClock
 from kiosk.errors import DataError, StorageError
 from kiosk.issuing import new_signer
 from kiosk.stores.trust import TrustList, kid_of, parse_files
 
 T0 = datetime(2021, 11, 15, 10, 0, tzinfo=timezone.utc)
-
-
-class Clock:
-    def __init__(self):
-        self.now = T0
-
-    def __call__(self):
-        return self.now
 
 
 def b64(data: bytes) -> str:
@@ -36,7 +29,7 @@ def pem(der: bytes) -> bytes:
 
 @pytest.fixture
 def clock():
-    return Clock()
+    return FixedClock(T0)
 
 
 @pytest.fixture
@@ -81,10 +74,10 @@ def test_stored_documents_and_update_time(tmp_path, trust, clock):
     doc = next(iter(json.loads((tmp_path / "trust.json").read_text())["signers"].values()))
     assert doc["kid"] == b64(s.kid) and doc["subject_country"] == "VN" and doc["source"] == "mqtt"
     assert base64.b64decode(doc["certificate"]) == s.certificate_der
-    clock.now = T0 + timedelta(hours=169)
-    assert trust.is_stale(clock.now, 168) and not trust.is_stale(T0 + timedelta(hours=167), 168)
+    clock.set(T0 + timedelta(hours=169))
+    assert trust.is_stale(clock.now(), 168) and not trust.is_stale(T0 + timedelta(hours=167), 168)
     trust.import_json([{"certificate": b64(s.certificate_der)}])  # same signer again: refreshed, not doubled
-    assert trust.count == 1 and not trust.is_stale(clock.now, 168)
+    assert trust.count == 1 and not trust.is_stale(clock.now(), 168)
 
 
 def test_bad_update_lists_every_problem_and_changes_nothing(tmp_path, trust):

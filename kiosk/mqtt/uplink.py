@@ -291,7 +291,7 @@ class Uplink:
     def _open_outbox(self) -> Outbox:
         return Outbox(self.journal_path, max_rows=self.cfg.mqtt.outbox_max_rows,
                       full_policy=self.cfg.mqtt.outbox_full_policy, final_on_puback=not self.cfg.mqtt.confirm,
-                      clock=self.clock)
+                      wall=self.clock)
 
     def _work(self) -> None:
         try:

@@ -10,12 +10,15 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
 from kiosk.errors import StorageError
+
+if TYPE_CHECKING:
+    from kiosk.ports import Clock
 
 
 class AtomicJSONStorage(Storage):
@@ -92,9 +95,10 @@ class DocumentStore:
     WHAT: str
     FIX: str
 
-    def __init__(self, path: str | os.PathLike, *, clock: Callable[[], datetime] | None = None):
+    def __init__(self, path: str | os.PathLike[str], *, clock: Clock | None = None):
+        """`clock` stamps `updated_at` (default: system time, UTC)."""
         self.path = Path(path)
-        self._clock = clock or (lambda: datetime.now(timezone.utc))
+        self._now: Callable[[], datetime] = clock.now if clock is not None else lambda: datetime.now(timezone.utc)
         self._db = open_db(self.path)
         self._meta: dict[str, Any] = {}
         self._stamp: tuple[int, int, int] | None = None
@@ -116,7 +120,7 @@ class DocumentStore:
         raise NotImplementedError
 
     def _write(self, records: list, **meta: Any) -> None:
-        meta = {**meta, "updated_at": self._clock().isoformat()}
+        meta = {**meta, "updated_at": self._now().isoformat()}
         data = {self.TABLE: {str(i): self._to_doc(r) for i, r in enumerate(records, 1)}, "meta": {"1": meta}}
         self._db.storage.write(data)
         self._db.clear_cache()

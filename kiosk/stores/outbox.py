@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from kiosk.errors import StorageError
 from kiosk.stores.checkins import CONFIRMED, DROPPED, PENDING, PUBLISHED, QUEUED_SQL, UPLOAD_STATES
@@ -24,14 +24,15 @@ _META_DDL = "CREATE TABLE IF NOT EXISTS outbox_meta (key TEXT PRIMARY KEY, value
 
 class Outbox:
     def __init__(self, path: str | Path, *, max_rows: int = 1_000_000, full_policy: str = "drop_oldest",
-                 final_on_puback: bool = False, clock=time.time):
+                 final_on_puback: bool = False, wall: Callable[[], float] = time.time):
+        """`wall`: epoch seconds, for the publish and acknowledgement times (they survive restarts)."""
         if full_policy not in POLICIES:
             raise ValueError(f"outbox full policy must be one of {', '.join(POLICIES)}")
         self.path = Path(path)
         self.max_rows = max_rows
         self.full_policy = full_policy
         self.final_on_puback = final_on_puback
-        self.clock = clock
+        self.wall = wall
         self.full = False            # pending rows reached max_rows at the last enforce_limit()
         try:
             self.db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=True)
@@ -73,7 +74,7 @@ class Outbox:
         oldest = self.db.execute("SELECT ts, ts_epoch FROM checkins WHERE up_state = ? ORDER BY seq LIMIT 1",
                                  (PENDING,)).fetchone()
         meta = dict(self.db.execute("SELECT key, value FROM outbox_meta").fetchall())
-        now = self.clock()
+        now = self.wall()
         return {
             "pending": counts[PENDING],
             "published_unconfirmed": counts[PUBLISHED],
@@ -93,7 +94,7 @@ class Outbox:
     def mark_published(self, ids: Iterable[str]) -> int:
         """The broker acknowledged these. Final already when no consumer confirmation is configured."""
         target = CONFIRMED if self.final_on_puback else PUBLISHED
-        now = self.clock()
+        now = self.wall()
         return self._update(
             f"UPDATE checkins SET up_state = ?, up_published_at = ?, up_attempts = up_attempts + 1 "
             f"WHERE +up_state IN {QUEUED_SQL} AND id IN ({{marks}})",
@@ -101,7 +102,7 @@ class Outbox:
 
     def confirm(self, ids: Iterable[str]) -> int:
         """The consumer stored these end to end. A pending row may be confirmed directly (its PUBACK was lost)."""
-        now = self.clock()
+        now = self.wall()
         return self._update(
             f"UPDATE checkins SET up_state = '{CONFIRMED}' "
             f"WHERE +up_state IN {QUEUED_SQL} AND id IN ({{marks}})",
@@ -110,7 +111,7 @@ class Outbox:
     def confirm_upto(self, seq: int) -> int:
         """Watermark: the consumer stored every event up to `seq`. Only rows this kiosk published are taken;
         a pending one below the mark is sent again and confirmed by the next ack."""
-        now = self.clock()
+        now = self.wall()
         return self._write(lambda: self.db.execute(
             "UPDATE checkins SET up_state = ? WHERE up_state = ? AND seq <= ?", (CONFIRMED, PUBLISHED, seq)).rowcount,
             meta=("last_ack_at", now))
