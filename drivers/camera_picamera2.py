@@ -20,10 +20,15 @@ libcamera.controls.AfModeEnum.Continuous). `sensor=` needs picamera2 0.3.17 or n
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
+    from kiosk.ports import Camera, Frame
 
 log = logging.getLogger(__name__)
 
@@ -40,10 +45,10 @@ class Picamera2Camera:
         self.fps = fps
         self.autofocus = autofocus
         self.exposure_us = exposure_us
-        self._camera = None
+        self._camera: Any = None  # a picamera2.Picamera2 (no type information)
 
-    def _controls(self, camera) -> dict:
-        controls: dict = {"FrameRate": float(self.fps)}
+    def _controls(self, camera: Any) -> dict[str, Any]:
+        controls: dict[str, Any] = {"FrameRate": float(self.fps)}
         if self.exposure_us > 0:
             controls["ExposureTime"] = int(self.exposure_us)
         if self.autofocus and "AfMode" in camera.camera_controls:
@@ -52,9 +57,9 @@ class Picamera2Camera:
             controls["AfMode"] = libcamera_controls.AfModeEnum.Continuous
         return controls
 
-    def _sensor(self, modes: list[dict]) -> dict | None:
+    def _sensor(self, modes: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The sensor mode for speed without losing field of view; None leaves the choice to picamera2."""
-        def view(mode) -> int:  # area of the sensor the mode reads (binned modes see all of it)
+        def view(mode: dict[str, Any]) -> int:  # area of the sensor the mode reads (binned modes see all of it)
             crop = mode.get("crop_limits") or (0, 0, 0, 0)
             return crop[2] * crop[3]
 
@@ -92,7 +97,7 @@ class Picamera2Camera:
         self._camera = camera
         log.info("camera module started at %dx%d", self.width, self.height)
 
-    def read(self) -> np.ndarray:
+    def read(self) -> Frame:
         if self._camera is None:
             raise DeviceError(f"camera module is not started: {FIX}")
         try:
@@ -108,7 +113,7 @@ class Picamera2Camera:
             self._camera = None
 
 
-def _quietly_close(camera) -> None:
+def _quietly_close(camera: Any) -> None:
     for step in (camera.stop, camera.close):
         try:
             step()
@@ -116,6 +121,6 @@ def _quietly_close(camera) -> None:
             pass
 
 
-def create(cfg) -> Picamera2Camera:
+def create(cfg: Config) -> Camera:
     c = cfg.camera
     return Picamera2Camera(c.width, c.height, c.fps, c.autofocus, c.exposure_us)

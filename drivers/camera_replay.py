@@ -7,10 +7,17 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    import cv2
+
+    from kiosk.config import Config
+    from kiosk.ports import Camera, Frame
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +32,7 @@ class ReplayCamera:
         self.name: str | None = None  # file (and frame index for a video) of the last frame, for diagnostics
         self._files: list[Path] = []
         self._index = 0
-        self._video = None
+        self._video: cv2.VideoCapture | None = None
         self._video_frame = 0
 
     def start(self) -> None:
@@ -42,9 +49,9 @@ class ReplayCamera:
         else:
             self._open_video()
 
-    def read(self) -> np.ndarray | None:
+    def read(self) -> Frame | None:
         if self._video is not None:
-            return self._read_video()
+            return self._read_video(self._video)
         return self._read_image()
 
     def close(self) -> None:
@@ -53,7 +60,7 @@ class ReplayCamera:
             self._video = None
 
     # ---------------------------------------------------------------- images
-    def _read_image(self) -> np.ndarray | None:
+    def _read_image(self) -> Frame | None:
         from PIL import Image, UnidentifiedImageError
 
         misses = 0  # consecutive unreadable files: a folder of nothing but bad files must end, even looping
@@ -87,20 +94,20 @@ class ReplayCamera:
         self._video = video
         self._video_frame = 0
 
-    def _read_video(self) -> np.ndarray | None:
+    def _read_video(self, video: cv2.VideoCapture) -> Frame | None:
         import cv2
 
-        ok, frame = self._video.read()
+        ok, frame = video.read()
         if not ok and self.loop and self._video_frame > 0:
-            self._video.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            video.set(cv2.CAP_PROP_POS_FRAMES, 0)
             self._video_frame = 0
-            ok, frame = self._video.read()
+            ok, frame = video.read()
         if not ok:
             return None
         self.name = f"{self.path.name}#{self._video_frame}"
         self._video_frame += 1
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+        return cast("Frame", cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame)
 
 
-def create(cfg) -> ReplayCamera:
+def create(cfg: Config) -> Camera:
     return ReplayCamera(cfg.camera.path, loop=cfg.camera.loop)

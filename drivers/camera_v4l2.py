@@ -7,10 +7,15 @@ the calls made here (VideoCapture(index, CAP_V4L2), isOpened, set, read, release
 from __future__ import annotations
 
 import logging
-
-import numpy as np
+from typing import TYPE_CHECKING, cast
 
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    import cv2
+
+    from kiosk.config import Config
+    from kiosk.ports import Camera, Frame
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +26,7 @@ class V4l2Camera:
         self.width = width
         self.height = height
         self.fps = fps
-        self._capture = None
+        self._capture: cv2.VideoCapture | None = None
 
     def _fix(self) -> str:
         return (f"check that the webcam is plugged in (`v4l2-ctl --list-devices`, camera.device = {self.device}) "
@@ -43,7 +48,7 @@ class V4l2Camera:
         self._capture = capture
         log.info("webcam /dev/video%d open", self.device)
 
-    def read(self) -> np.ndarray:
+    def read(self) -> Frame:
         import cv2
 
         if self._capture is None:
@@ -51,7 +56,7 @@ class V4l2Camera:
         ok, frame = self._capture.read()
         if not ok or frame is None:
             raise DeviceError(f"/dev/video{self.device} stopped delivering frames (unplugged?): {self._fix()}")
-        return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame
+        return cast("Frame", cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame)
 
     def close(self) -> None:
         if self._capture is not None:
@@ -59,6 +64,6 @@ class V4l2Camera:
             self._capture = None
 
 
-def create(cfg) -> V4l2Camera:
+def create(cfg: Config) -> Camera:
     c = cfg.camera
     return V4l2Camera(c.device, c.width, c.height, c.fps)

@@ -14,11 +14,14 @@ Alternatives measured with `bench/decode.py` and a variant script on the shared 
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.decoder_zxing import ZxingDecoder
 from drivers.frames import to_grey
 from kiosk.ports import Decoder
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
 
 class GlobalHistogramZxing(ZxingDecoder):
@@ -26,7 +29,7 @@ class GlobalHistogramZxing(ZxingDecoder):
 
     name = "zxing-globalhistogram"
 
-    def __init__(self):
+    def __init__(self) -> None:
         # Downscaling added no read in this pass and doubles its cost on empty frames.
         super().__init__(try_downscale=False)
         self._options["binarizer"] = self._zxing.Binarizer.GlobalHistogram
@@ -50,5 +53,5 @@ class AutoDecoder:
         return []
 
 
-def create(cfg) -> AutoDecoder:
+def create(cfg: Config | None) -> Decoder:
     return AutoDecoder()

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.frames import sure_text, to_grey
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
+    from kiosk.ports import Decoder
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ def recover_utf8(data: bytes) -> str | None:
 class ZbarDecoder:
     name = "zbar"
 
-    def __init__(self):
+    def __init__(self) -> None:
         try:
             from pyzbar import pyzbar
         except ImportError as exc:
@@ -71,5 +75,5 @@ class ZbarDecoder:
         return texts
 
 
-def create(cfg) -> ZbarDecoder:
+def create(cfg: Config | None) -> Decoder:
     return ZbarDecoder()

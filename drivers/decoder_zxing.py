@@ -8,10 +8,14 @@ adds one read (a very large code) for a small cost. Binarizers other than LocalA
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drivers.frames import sure_text, to_grey
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
+    from kiosk.ports import Decoder
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ class ZxingDecoder:
         self._zxing = zxingcpp
         # Plain text mode: the payload as encoded. The default (HRI) rewrites control characters as
         # "<NUL>"-style markup, which would turn a hostile code into different, plausible-looking text.
-        self._options = dict(formats=zxingcpp.BarcodeFormat.QRCode, try_rotate=False, try_downscale=try_downscale,
+        self._options: dict[str, Any] = dict(formats=zxingcpp.BarcodeFormat.QRCode, try_rotate=False, try_downscale=try_downscale,
                              try_invert=try_invert, text_mode=zxingcpp.TextMode.Plain)
 
     def decode(self, frame: Any) -> list[str]:
@@ -47,5 +51,5 @@ class ZxingDecoder:
         return texts
 
 
-def create(cfg) -> ZxingDecoder:
+def create(cfg: Config | None) -> Decoder:
     return ZxingDecoder()

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from kiosk.config import Config, DisplayConfig
+    from kiosk.ports import Display
 
 I2C_FIX = ("enable I2C with raspi-config (Interface Options > I2C), check the wiring and the address with "
            "`i2cdetect -y {port}` (set display.i2c_address), add the user to the i2c group "
@@ -38,7 +39,7 @@ class LumaDisplay:
 
 
 # ---------------------------------------------------------------- builders, named in kiosk.driver_names.DISPLAYS
-def dummy(cfg: Config) -> LumaDisplay:
+def dummy(cfg: Config) -> Display:
     """luma's dummy device: keeps the last image (tests, benchmarks)."""
     from luma.core.device import dummy as dummy_device
 
@@ -46,7 +47,7 @@ def dummy(cfg: Config) -> LumaDisplay:
     return LumaDisplay(dummy_device(width=d.width, height=d.height, rotate=d.rotate, mode="RGB"))
 
 
-def oled_i2c(cfg: Config) -> LumaDisplay:
+def oled_i2c(cfg: Config) -> Display:
     """A 128x64 I2C OLED; display.type names luma's device class (ssd1306, sh1106)."""
     from luma.core.error import Error as LumaError
     from luma.core.interface.serial import i2c
@@ -61,7 +62,7 @@ def oled_i2c(cfg: Config) -> LumaDisplay:
                           f"({exc}): {I2C_FIX.format(port=d.i2c_port)}") from None
 
 
-def ssd1351(cfg: Config) -> LumaDisplay:
+def ssd1351(cfg: Config) -> Display:
     """The 128x128 SPI colour OLED."""
     from luma.core.error import Error as LumaError
     from luma.core.interface.serial import spi
@@ -78,7 +79,7 @@ def ssd1351(cfg: Config) -> LumaDisplay:
         raise DeviceError(f"ssd1351 panel on SPI {d.spi_port}.{d.spi_device} not usable ({exc}): {SPI_FIX}") from None
 
 
-def hdmi(cfg: Config) -> LumaDisplay:
+def hdmi(cfg: Config) -> Display:
     """An HDMI screen through luma.emulator's pygame device."""
     d = cfg.display
     try:

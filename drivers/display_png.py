@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from kiosk.config import Config
+    from kiosk.ports import Display
 
 
 class PngDisplay:
@@ -25,7 +32,7 @@ class PngDisplay:
         numbers = [int(m.group(1)) for p in self.folder.glob("*.png") if (m := re.match(r"(\d+)-", p.name))]
         self.count = max(numbers, default=0)
 
-    def show(self, image) -> None:
+    def show(self, image: Image.Image) -> None:
         label = re.sub(r"[^a-z0-9_]", "", str(image.info.get("view", "screen")).lower()) or "screen"
         path = self.folder / f"{self.count + 1:05d}-{label}.png"
         image.convert("RGB").save(path)
@@ -35,5 +42,5 @@ class PngDisplay:
         pass
 
 
-def create(cfg) -> PngDisplay:
+def create(cfg: Config) -> Display:
     return PngDisplay(cfg.display.path, (cfg.display.width, cfg.display.height))

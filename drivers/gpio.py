@@ -15,6 +15,7 @@ from kiosk.errors import DeviceError
 
 if TYPE_CHECKING:
     from kiosk.config import Config
+    from kiosk.ports import Gpio
 
 PIN_FIX = ("check the pin number (BCM) is free, add the user to the gpio group (sudo usermod -aG gpio $USER), "
            "and install the pin library: apt install python3-lgpio")
@@ -22,10 +23,12 @@ PIN_FIX = ("check the pin number (BCM) is free, add the user to the gpio group (
 
 @dataclass
 class GpioParts:
-    indicator: Any = None
-    buzzer: Any = None
-    relay: Any = None
-    button: Any = None
+    """The configured parts (the kiosk.ports.Gpio port); None where not configured."""
+
+    indicator: LedPairIndicator | RgbIndicator | None = None
+    buzzer: ActiveBuzzer | ToneBuzzer | None = None
+    relay: PulseRelay | None = None
+    button: Any = None  # a gpiozero Button
 
     def close(self) -> None:
         for part in (self.indicator, self.buzzer, self.relay, self.button):
@@ -37,7 +40,7 @@ class GpioParts:
 class LedPairIndicator:
     """Separate green and red LEDs; amber lights both."""
 
-    def __init__(self, green, red):
+    def __init__(self, green: Any, red: Any):
         self.green, self.red = green, red
 
     def flash(self, colour: str, seconds: float) -> None:
@@ -60,7 +63,7 @@ class RgbIndicator:
 
     COLOURS = {"green": (0, 1, 0), "red": (1, 0, 0), "amber": (1, 1, 0)}
 
-    def __init__(self, led):
+    def __init__(self, led: Any):
         self.led = led
 
     def flash(self, colour: str, seconds: float) -> None:
@@ -77,7 +80,7 @@ class RgbIndicator:
 class ActiveBuzzer:
     """A buzzer that sounds when powered (gpiozero Buzzer)."""
 
-    def __init__(self, device):
+    def __init__(self, device: Any):
         self.device = device
 
     def beep(self, on_time: float, off_time: float, n: int) -> None:
@@ -93,7 +96,7 @@ class ToneBuzzer:
     A new beep cancels the one still playing.
     """
 
-    def __init__(self, device):
+    def __init__(self, device: Any):
         self.device = device
         self._cancel = threading.Event()
         self._lock = threading.Lock()  # one player at a time
@@ -123,7 +126,7 @@ class ToneBuzzer:
 class PulseRelay:
     """Door/turnstile relay (a DigitalOutputDevice: plain OutputDevice has no blink); `pulse` runs in the background."""
 
-    def __init__(self, device):
+    def __init__(self, device: Any):
         self.device = device
 
     def pulse(self, seconds: float) -> None:
@@ -162,14 +165,14 @@ def _pin_library(name: str, factory_class: str, *, apt_package: str) -> Any:
         raise DeviceError(f"gpio.pin_factory {name} cannot open the GPIO chip ({exc}): {PIN_FIX}") from None
 
 
-def _make(what: str, pin: int, build: Callable[[], Any]):
+def _make(what: str, pin: int, build: Callable[[], Any]) -> Any:
     try:
         return build()
     except Exception as exc:  # gpiozero: BadPinFactory, GPIOPinInUse, PinInvalidPin, PermissionError...
         raise DeviceError(f"{what} on GPIO{pin}: {type(exc).__name__}: {exc}: {PIN_FIX}") from None
 
 
-def create(cfg: Config, factory: Any) -> GpioParts:
+def create(cfg: Config, factory: Any) -> Gpio:
     """Every configured part, on pins from `factory` (a gpiozero pin factory; None: gpiozero's own choice)."""
     import gpiozero
 

@@ -18,9 +18,16 @@ from __future__ import annotations
 import logging
 import select
 import time
-from typing import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, NoReturn
 
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    import evdev
+
+    from kiosk.config import Config
+    from kiosk.ports import Reader
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +56,8 @@ _IGNORED = ("KEY_CAPSLOCK", "KEY_NUMLOCK", "KEY_SCROLLLOCK")  # state keys some 
 class KeyDecoder:
     """Turns (code, value, timestamp) key events into complete reads."""
 
-    def __init__(self, ecodes, max_length: int, idle_gap: float = IDLE_GAP_S):
+    def __init__(self, ecodes: ModuleType, max_length: int, idle_gap: float = IDLE_GAP_S):
+        """`ecodes`: the `evdev.ecodes` module (key names to codes)."""
         codes = ecodes.ecodes
         self._ev_key = ecodes.EV_KEY
         self._chars = {codes[name]: chars for name, chars in _KEYMAP.items() if name in codes}
@@ -68,7 +76,7 @@ class KeyDecoder:
     def pending(self) -> bool:
         return bool(self._text)
 
-    def feed(self, event) -> None:
+    def feed(self, event: evdev.InputEvent) -> None:
         if event.type != self._ev_key:
             return
         if event.value == 0:
@@ -111,7 +119,7 @@ class EvdevReader:
         self.max_length = max_length
         self.idle_gap = idle_gap
         self._monotonic = monotonic
-        self._input = None
+        self._input: evdev.InputDevice[str] | None = None
         self._keys: KeyDecoder | None = None
         self._last_arrival = 0.0
 
@@ -139,9 +147,9 @@ class EvdevReader:
         log.info("keyboard-wedge reader %s open and grabbed", self.device)
 
     def read(self, timeout: float) -> str | None:
-        if self._input is None:
+        device, keys = self._input, self._keys
+        if device is None or keys is None:
             raise DeviceError(f"keyboard-wedge reader {self.device} is not open: {self._fix()}")
-        keys = self._keys
         deadline = self._monotonic() + timeout
         while not keys.reads:
             now = self._monotonic()
@@ -149,11 +157,11 @@ class EvdevReader:
             if keys.pending and now >= idle_end:
                 keys.finish()  # no Enter came: the pause ends the read
                 break
-            if now >= deadline and not self._wait_readable(0.0):
+            if now >= deadline and not self._wait_readable(device, 0.0):
                 return None
             until = min(deadline, idle_end) if keys.pending else deadline
-            if self._wait_readable(max(0.0, until - now)):
-                self._drain()
+            if self._wait_readable(device, max(0.0, until - now)):
+                self._drain(device, keys)
         return keys.reads.pop(0)
 
     def close(self) -> None:
@@ -166,27 +174,27 @@ class EvdevReader:
             self._input = None
 
     # ------------------------------------------------------------------ internals
-    def _wait_readable(self, seconds: float) -> bool:
+    def _wait_readable(self, device: evdev.InputDevice[str], seconds: float) -> bool:
         try:
-            ready, _, _ = select.select([self._input], [], [], seconds)
+            ready, _, _ = select.select([device], [], [], seconds)
         except (OSError, ValueError) as exc:
             self._fail(exc)
         return bool(ready)
 
-    def _drain(self) -> None:
+    def _drain(self, device: evdev.InputDevice[str], keys: KeyDecoder) -> None:
         try:
-            event = self._input.read_one()
+            event = device.read_one()
             while event is not None:
-                self._keys.feed(event)
-                event = self._input.read_one()
+                keys.feed(event)
+                event = device.read_one()
         except OSError as exc:
             self._fail(exc)
         self._last_arrival = self._monotonic()
 
-    def _fail(self, exc: Exception):
+    def _fail(self, exc: Exception) -> NoReturn:
         self.close()
         raise DeviceError(f"keyboard-wedge reader {self.device} failed (unplugged?): {exc}; {self._fix()}") from None
 
 
-def create(cfg) -> EvdevReader:
+def create(cfg: Config) -> Reader:
     return EvdevReader(cfg.reader.device, cfg.codes.max_length)

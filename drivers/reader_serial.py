@@ -17,9 +17,15 @@ from __future__ import annotations
 import logging
 import select
 import time
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    import serial
+
+    from kiosk.config import Config
+    from kiosk.ports import Reader
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +42,7 @@ class SerialReader:
         self.idle_gap = idle_gap
         self._last_byte_at = 0.0
         self._monotonic = monotonic
-        self._serial = None
+        self._serial: serial.Serial | None = None
         self._partial = bytearray()
         self._discarding = False  # inside an over-long line: drop bytes until its terminator
         self._lines: list[bytes] = []
@@ -59,7 +65,8 @@ class SerialReader:
     def read(self, timeout: float) -> str | None:
         if self._lines:
             return self._decode(self._lines.pop(0))
-        if self._serial is None:
+        port = self._serial
+        if port is None:
             raise DeviceError(f"serial reader {self.port} is not open: {self._fix()}")
         deadline = self._monotonic() + timeout
         while not self._lines:
@@ -69,7 +76,7 @@ class SerialReader:
                 self._end_line()  # no terminator came (reader without suffix, or cut off): the pause ends it
                 break
             until = min(deadline, idle_end) if self._partial else deadline
-            data = self._receive(max(0.0, until - now))
+            data = self._receive(port, max(0.0, until - now))
             if data:
                 self._last_byte_at = self._monotonic()
                 self._feed(data)
@@ -88,11 +95,10 @@ class SerialReader:
         self._discarding = False
 
     # ------------------------------------------------------------------ internals
-    def _receive(self, timeout: float) -> bytes:
+    def _receive(self, port: serial.Serial, timeout: float) -> bytes:
         """What arrived within timeout (waiting with select: changing pyserial's timeout reconfigures the tty)."""
         import serial
 
-        port = self._serial
         try:
             ready, _, _ = select.select([port.fileno()], [], [], timeout)
             return port.read(max(1, port.in_waiting)) if ready else b""
@@ -129,5 +135,5 @@ class SerialReader:
         return line.decode("utf-8", "surrogateescape")
 
 
-def create(cfg) -> SerialReader:
+def create(cfg: Config) -> Reader:
     return SerialReader(cfg.reader.port, cfg.reader.baudrate, cfg.codes.max_length)

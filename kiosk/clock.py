@@ -17,8 +17,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 from zoneinfo import ZoneInfo
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +89,12 @@ class SystemClock:
     def state(self) -> str:
         """ntp, assumed, fake-hwclock or unsynchronised (cached for a few seconds; changes logged once)."""
         now = self._monotonic()
-        if self._state is None or now - self._checked_at >= self._cache_seconds:
+        state = self._state
+        if state is None or now - self._checked_at >= self._cache_seconds:
             self._checked_at = now
-            self._set(self._probe())
-        return self._state
+            state = self._probe()
+            self._set(state)
+        return state
 
     def _probe(self) -> str:
         if self.source == "assume_synced":
@@ -146,7 +151,7 @@ class FixedClock:
         return self.is_synced
 
 
-def create_clock(cfg) -> SystemClock | FixedClock:
+def create_clock(cfg: Config) -> SystemClock | FixedClock:
     if cfg.clock.source == "fixed":
         tz = ZoneInfo(cfg.site.timezone)
         return FixedClock(datetime.fromisoformat(cfg.clock.start).astimezone(tz), running=True)

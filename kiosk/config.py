@@ -17,7 +17,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from kiosk.driver_names import CAMERAS, DECODERS, DISPLAYS, PIN_FACTORIES, READERS
 from kiosk.errors import ConfigError
@@ -45,7 +45,7 @@ class Str(Value):
     choices: tuple[str, ...] = ()
     max_len: int = 256
 
-    def convert(self, raw, key):
+    def convert(self, raw: Any, key: str) -> str:
         if not isinstance(raw, str):
             raise ValueError(f"expected a string, got {type(raw).__name__}")
         if self.choices and raw not in self.choices:
@@ -56,7 +56,7 @@ class Str(Value):
             raise ValueError(f"longer than {self.max_len} characters")
         return raw
 
-    def describe(self):
+    def describe(self) -> str:
         return "one of: " + ", ".join(self.choices) if self.choices else ""
 
 
@@ -88,13 +88,13 @@ class Int(Value):
     min: int | None = None
     max: int | None = None
 
-    def convert(self, raw, key):
+    def convert(self, raw: Any, key: str) -> int:
         if isinstance(raw, bool) or not isinstance(raw, int):
             raise ValueError(f"expected an integer, got {_got(raw)}")
         _bounds(raw, self.min, self.max)
         return raw
 
-    def describe(self):
+    def describe(self) -> str:
         return _bounds_doc(self.min, self.max)
 
 
@@ -103,7 +103,7 @@ class Float(Value):
     min: float | None = None
     max: float | None = None
 
-    def convert(self, raw, key):
+    def convert(self, raw: Any, key: str) -> float:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)):
             raise ValueError(f"expected a number, got {_got(raw)}")
         if not math.isfinite(raw):  # TOML reads nan and inf; nan passes every bound check (nan < x is false)
@@ -111,13 +111,13 @@ class Float(Value):
         _bounds(raw, self.min, self.max)
         return float(raw)
 
-    def describe(self):
+    def describe(self) -> str:
         return _bounds_doc(self.min, self.max)
 
 
 @dataclass(frozen=True)
 class Bool(Value):
-    def convert(self, raw, key):
+    def convert(self, raw: Any, key: str) -> bool:
         if not isinstance(raw, bool):
             raise ValueError(f"expected true or false, got {_got(raw)}")
         return raw
@@ -127,7 +127,7 @@ class Bool(Value):
 class PathValue(Value):
     """A filesystem path; empty string means "not set"."""
 
-    def convert(self, raw, key):
+    def convert(self, raw: Any, key: str) -> str:
         if not isinstance(raw, str):
             raise ValueError(f"expected a path string, got {type(raw).__name__}")
         return raw
@@ -137,7 +137,7 @@ class PathValue(Value):
 class Secret(Value):
     """A secret given inline, as `file:/path` or as `env:NAME`. Never printed."""
 
-    def convert(self, raw, key, base: Path | None = None):
+    def convert(self, raw: Any, key: str, base: Path | None = None) -> str:
         if not isinstance(raw, str):
             raise ValueError(f"expected a string, got {type(raw).__name__}")
         if raw.startswith("env:"):
@@ -154,7 +154,7 @@ class Secret(Value):
                 raise ValueError(f"cannot read secret file {path}: {why}") from None
         return raw
 
-    def describe(self):
+    def describe(self) -> str:
         return 'inline, "file:/path" or "env:NAME"; never printed'
 
 
@@ -165,14 +165,14 @@ def _got(raw: Any) -> str:
     return type(raw).__name__
 
 
-def _bounds(v, lo, hi):
+def _bounds(v: float, lo: float | None, hi: float | None) -> None:
     if lo is not None and v < lo:
         raise ValueError(f"{v} is below the minimum {lo}")
     if hi is not None and v > hi:
         raise ValueError(f"{v} is above the maximum {hi}")
 
 
-def _bounds_doc(lo, hi):
+def _bounds_doc(lo: float | None, hi: float | None) -> str:
     if lo is not None and hi is not None:
         return f"{lo} to {hi}"
     if lo is not None:
@@ -408,7 +408,7 @@ PATH_KEYS: set[tuple[str, str]] = {(s, k) for s, keys in SCHEMA.items() for k, v
                                    if isinstance(v, PathValue)}
 
 
-def _section_repr(self) -> str:
+def _section_repr(self: object) -> str:
     name = next(n for n, cls in SECTIONS.items() if cls is type(self))
     shown = {k: ("***" if isinstance(spec, Secret) and getattr(self, k) else getattr(self, k))
              for k, spec in SCHEMA[name].items()}
@@ -416,7 +416,7 @@ def _section_repr(self) -> str:
 
 
 for _cls in SECTIONS.values():
-    _cls.__repr__ = _section_repr  # type: ignore[method-assign]  # secrets never shown by repr
+    _cls.__repr__ = _section_repr  # type: ignore[method-assign,assignment]  # secrets never shown by repr
 
 
 def parse_override(text: str) -> tuple[str, str, Any, str]:
@@ -557,7 +557,7 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[str]:
     return problems
 
 
-def did_you_mean(word: str, options) -> str:
+def did_you_mean(word: str, options: Iterable[str]) -> str:
     hint = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
     return f' (did you mean "{hint[0]}"?)' if hint else ""
 

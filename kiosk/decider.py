@@ -14,12 +14,17 @@ from __future__ import annotations
 import logging
 import traceback
 from datetime import datetime
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from kiosk import codes, health, masking
 from kiosk.identity import subject_ref
 from kiosk.model import BLACK, DCC, GREEN, INVALID, UNKNOWN, Decision, HealthRecord, ParsedCode
 from kiosk.site import SiteState
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
+    from kiosk.ports import DccParser, Roster
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +33,8 @@ CLOCK_ERRORS = ("expired", "not_yet_valid")
 
 
 class Decider:
-    def __init__(self, cfg, roster, hash_key: bytes, dcc=None, site: SiteState | None = None):
+    def __init__(self, cfg: Config, roster: Roster | None, hash_key: bytes, dcc: DccParser | None = None,
+                 site: SiteState | None = None):
         self.cfg = cfg
         self.roster = roster
         self.hash_key = hash_key
@@ -47,10 +53,11 @@ class Decider:
                             clock_synced=clock_synced, direction=settings.direction, mode=settings.mode)
 
     # ------------------------------------------------------------------ internals
-    def _decide(self, text, now, clock_synced, roster_stale, trust_stale) -> Decision:
+    def _decide(self, text: str, now: datetime, clock_synced: bool, roster_stale: bool,
+                trust_stale: bool) -> Decision:
         parsed = codes.classify(text, max_length=self.cfg.codes.max_length, badge_prefix=self.cfg.codes.badge_prefix,
                                 dcc=self.dcc, now=now)
-        if not parsed.ok:
+        if parsed.error is not None:
             if parsed.kind == DCC and parsed.error in CLOCK_ERRORS and not clock_synced:
                 return self._decision(parsed, *self._fail("clock_unsynced"), now, clock_synced)
             return self._decision(parsed, INVALID, parsed.error, now, clock_synced)

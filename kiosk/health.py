@@ -12,14 +12,18 @@ Tests: a positive test within `test_valid_hours` is always black; a negative one
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 from kiosk.model import BLACK, GREEN, HealthRecord, TestResult
+
+if TYPE_CHECKING:
+    from kiosk.config import HealthConfig
 
 MOH_PROFILE = "moh-2021-12"
 MOH_DEFAULT_MAX_DAYS = 180
 
 
-def evaluate(record: HealthRecord | None, now: datetime, settings) -> tuple[str, str]:
+def evaluate(record: HealthRecord | None, now: datetime, settings: HealthConfig) -> tuple[str, str]:
     """(verdict, reason) for `record` at the site-local instant `now`."""
     if record is None or record.empty:
         return BLACK, "no_health_data"
@@ -47,11 +51,11 @@ def evaluate(record: HealthRecord | None, now: datetime, settings) -> tuple[str,
     return BLACK, "no_health_data"  # only future-dated entries: nothing usable
 
 
-def _recovery_counts(age: int, settings) -> bool:
+def _recovery_counts(age: int, settings: HealthConfig) -> bool:
     return age <= settings.recovered_days if settings.recovered_inclusive else age < settings.recovered_days
 
 
-def _doses(record: HealthRecord, today: date, settings) -> str | None:
+def _doses(record: HealthRecord, today: date, settings: HealthConfig) -> str | None:
     """GREEN, a black reason (`dose_too_recent`, `dose_too_old`), or None without doses."""
     if not record.doses:
         return None

@@ -6,10 +6,14 @@ import hmac
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiosk.errors import StorageError
 from kiosk.stores.documents import fsync_dir
 from kiosk.model import Person
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
 KEY_BYTES = 32
 REF_HEX_CHARS = 32
@@ -23,7 +27,7 @@ def subject_ref(key: bytes, person: Person | None) -> str | None:
     return hmac.new(key, identity.encode("utf-8"), hashlib.sha256).hexdigest()[:REF_HEX_CHARS]
 
 
-def load_hash_key(cfg) -> bytes:
+def load_hash_key(cfg: Config) -> bytes:
     """`journal.hash_key` when set, else a random key kept in `<journal.path>.key` (made on first use, 0600)."""
     if cfg.journal.hash_key:
         return cfg.journal.hash_key.encode("utf-8")

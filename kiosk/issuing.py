@@ -12,6 +12,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
+from typing import Any, Sequence
 
 import cbor2
 import segno
@@ -82,13 +83,13 @@ def load_signer(key_dir: Path) -> SigningKey:
     return SigningKey(key, cert.public_bytes(serialization.Encoding.DER))
 
 
-def health_certificate(name: str, dob: str, *, doses: list[tuple[date, str | None]] = (),
-                       recovered: date | None = None, tests: list[tuple[date, bool]] = ()) -> dict:
+def health_certificate(name: str, dob: str, *, doses: Sequence[tuple[date, str | None]] = (),
+                       recovered: date | None = None, tests: Sequence[tuple[date, bool]] = ()) -> dict[str, Any]:
     """An EU DCC (schema 1.3.0) for `name` ("FAMILY GIVEN NAMES"), with vaccination, recovery or test entries."""
     family, _, given = name.strip().partition(" ")
     uvci = "URN:UVCI:01:VN:TEST" + hashlib.sha256(f"{name}|{dob}".encode()).hexdigest()[:16].upper()
     common = {"tg": COVID19, "co": COUNTRY, "is": ISSUER, "ci": uvci}
-    cert: dict = {"ver": "1.3.0", "dob": dob,
+    cert: dict[str, Any] = {"ver": "1.3.0", "dob": dob,
                   "nam": {"fn": family, "fnt": _icao(family), "gn": given, "gnt": _icao(given)}}
     if doses:
         cert["v"] = [{**common, "vp": "1119349007", "mp": product or DEFAULT_PRODUCT, "ma": "ORG-100030215",
@@ -104,7 +105,7 @@ def health_certificate(name: str, dob: str, *, doses: list[tuple[date, str | Non
     return cert
 
 
-def sign_hc1(signer: SigningKey, cert: dict, *, iat: datetime, exp: datetime, tamper: bool = False) -> str:
+def sign_hc1(signer: SigningKey, cert: dict[str, Any], *, iat: datetime, exp: datetime, tamper: bool = False) -> str:
     """The `HC1:` text of `cert` signed by `signer`; `tamper` changes a payload byte after signing."""
     payload = cbor2.dumps({CLAIM_ISS: COUNTRY, CLAIM_IAT: int(iat.timestamp()), CLAIM_EXP: int(exp.timestamp()),
                            CLAIM_HCERT: {1: cert}})

@@ -76,7 +76,7 @@ class Person:
 
     @property
     def id_masked(self) -> bool:
-        return bool(self.id_number) and "*" in self.id_number
+        return bool(self.id_number and "*" in self.id_number)
 
     def identity_key(self) -> str | None:
         """A stable key for one person: the full ID number, else the QID. None if neither is usable.

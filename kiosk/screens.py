@@ -137,13 +137,17 @@ def layout_for(size: tuple[int, int]) -> Layout:
 
 
 # ---------------------------------------------------------------- colours
+# A colour: a level (0 dark, 255 lit) on a monochrome panel, an RGB triple on a colour one.
+Ink = int | tuple[int, int, int]
+
+
 @dataclass(frozen=True)
 class Palette:
-    bg: object
-    fg: object
-    icon: object
-    band: object | None = None  # title band behind icon and verdict word (mono invalid)
-    band_fg: object | None = None
+    bg: Ink
+    fg: Ink
+    icon: Ink
+    band: Ink | None = None  # title band behind icon and verdict word (mono invalid)
+    band_fg: Ink = 0  # ink on the band
     frame: bool = False  # dotted frame (mono invalid)
 
 
@@ -162,7 +166,7 @@ ALARM_RGB = (255, 170, 0)
 
 
 # ---------------------------------------------------------------- drawing
-def _draw_text(draw: ImageDraw.ImageDraw, value: str, box: tuple[int, int, int, int], fill, *,
+def _draw_text(draw: ImageDraw.ImageDraw, value: str, box: tuple[int, int, int, int], fill: Ink, *,
                bold: bool = False, centre: bool = False, max_px: int | None = None) -> None:
     x, y, w, h = box
     font, shown = fit(value, w, h, bold, max_px)
@@ -173,7 +177,7 @@ def _draw_text(draw: ImageDraw.ImageDraw, value: str, box: tuple[int, int, int, 
     draw.text((x + dx, y + (h - ascent - descent) / 2), shown, font=font, fill=fill)
 
 
-def _draw_icon(draw: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, int], fill) -> None:
+def _draw_icon(draw: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, int], fill: Ink) -> None:
     x, y, w, h = box
     s = min(w, h)
     line = max(2, s // 7)
@@ -194,7 +198,7 @@ def _draw_icon(draw: ImageDraw.ImageDraw, kind: str, box: tuple[int, int, int, i
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
 
 
-def _dotted_frame(draw: ImageDraw.ImageDraw, size: tuple[int, int], fill) -> None:
+def _dotted_frame(draw: ImageDraw.ImageDraw, size: tuple[int, int], fill: Ink) -> None:
     w, h = size
     for x in range(0, w, 4):
         draw.point([(x, 0), (x, h - 1)], fill=fill)
@@ -213,7 +217,7 @@ def _subject_lines(decision: Decision, lang: str, rows: int) -> list[str]:
     return [name, " · ".join(v for v in (birth, direction) if v)]
 
 
-def _draw_reason(draw: ImageDraw.ImageDraw, reason: str, rows: list[tuple[int, int, int, int]], fill) -> int:
+def _draw_reason(draw: ImageDraw.ImageDraw, reason: str, rows: list[tuple[int, int, int, int]], fill: Ink) -> int:
     """Draw the reason in the first row, or wrapped over the first two; the number of rows it took."""
     x, y, w, h = rows[0]
     font, shown = fit(reason, w, h, bold=True)
@@ -230,7 +234,7 @@ def _draw_reason(draw: ImageDraw.ImageDraw, reason: str, rows: list[tuple[int, i
     return 1
 
 
-def _render_result(decision: Decision, size, mono: bool, lang: str) -> Image.Image:
+def _render_result(decision: Decision, size: tuple[int, int], mono: bool, lang: str) -> Image.Image:
     layout = layout_for(size)
     pal = _palette(decision.verdict, mono)
     image = Image.new("1" if mono else "RGB", size, pal.bg)
@@ -253,7 +257,7 @@ def _render_result(decision: Decision, size, mono: bool, lang: str) -> Image.Ima
     return image
 
 
-def _render_idle(view: IdleView, size, mono: bool, lang: str) -> Image.Image:
+def _render_idle(view: IdleView, size: tuple[int, int], mono: bool, lang: str) -> Image.Image:
     layout = layout_for(size)
     pal = _palette("idle", mono)
     image = Image.new("1" if mono else "RGB", size, pal.bg)
@@ -272,7 +276,7 @@ def _render_idle(view: IdleView, size, mono: bool, lang: str) -> Image.Image:
         hidden = len(entries) - room + 1
         entries = entries[:room - 1] + [(f"+{hidden} …", entries[-1][1])]
     entries = entries[:room]
-    px = min((fit(value, w - 4, row_h)[0].size for value, _ in entries), default=row_h)  # one size for all rows
+    px = int(min((fit(value, w - 4, row_h)[0].size for value, _ in entries), default=row_h))  # one size for all rows
     y = title_h + 2
     for value, alarm in entries:
         box = (2, y, w - 4, row_h)

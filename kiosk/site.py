@@ -7,9 +7,13 @@ reader on another thread (telemetry) sees either the old or the new settings, ne
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from kiosk.errors import DataError
 from kiosk.model import DIRECTIONS, MODES
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
 CHOICES = {"mode": MODES, "direction": DIRECTIONS}
 
@@ -26,7 +30,7 @@ class SiteState:
         self._check(self._now)
 
     @classmethod
-    def from_config(cls, cfg) -> "SiteState":
+    def from_config(cls, cfg: Config) -> SiteState:
         return cls(cfg.site.mode, cfg.site.direction)
 
     @property

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian / Raspberry Pi OS machine:
 #   scripts/dev.sh demo [kiosk demo options]   set up, then run the demo
-#   scripts/dev.sh test [pytest options]       set up, then run the whole test suite
+#   scripts/dev.sh test [pytest options]       set up, type-check (mypy, strict: see pyproject.toml), then run
+#                                              the whole test suite; a type error fails it like a test
 #   scripts/dev.sh setup                       set up only
 # Set-up is idempotent: Debian packages are installed only when missing, the virtual environment
 # (.venv) is rebuilt only when pyproject.toml changes.
@@ -45,6 +46,6 @@ cmd=${1:-}
 case "$cmd" in
   setup) setup ;;
   demo) setup; exec .venv/bin/kiosk demo "$@" ;;
-  test) setup; exec .venv/bin/python -m pytest "$@" ;;
+  test) setup; .venv/bin/python -m mypy kiosk drivers; exec .venv/bin/python -m pytest "$@" ;;
   *) echo "usage: scripts/dev.sh demo|test|setup [options]" >&2; exit 2 ;;
 esac

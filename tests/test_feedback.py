@@ -196,6 +196,7 @@ class BrokenIndicator:
 def test_device_failures_are_counted_logged_once_and_never_raised(parts, caplog):
     caplog.set_level(logging.ERROR, logger="kiosk.feedback")
     fb = Feedback(BrokenDisplay(), BrokenIndicator(), parts.buzzer, None)
+    assert fb.wait_drawn(3.0)  # the idle screen first: a result queued before it is drawn would replace it
     for _ in range(3):
         fb.show(decision(BLACK))
         assert fb.wait_drawn(3.0)

@@ -27,8 +27,8 @@ def parse(fields: list[str]) -> Person:
     if old_id and not OLD_ID.fullmatch(old_id):
         raise Malformed("old_id")
     name = _name(name)
-    gender = GENDERS.get(unicodedata.normalize("NFC", gender))
-    if gender is None:
+    gender_name = GENDERS.get(unicodedata.normalize("NFC", gender))
+    if gender_name is None:
         raise Malformed("gender")
     address = unicodedata.normalize("NFC", address)
     if len(address) > ADDRESS_MAX or not address.isprintable():
@@ -39,7 +39,7 @@ def parse(fields: list[str]) -> Person:
     if issued:
         extra["issued"] = _date(issued, "issued", allow_partial=False)
     return Person(id_number=id_number, name=name, birth=_date(birth, "birth", allow_partial=True),
-                  gender=gender, extra=extra)
+                  gender=gender_name, extra=extra)
 
 
 def _name(text: str) -> str:

@@ -19,6 +19,7 @@ import cbor2
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 ES256 = -7
@@ -40,8 +41,8 @@ class CoseError(ValueError):
 @dataclass(frozen=True)
 class Sign1:
     protected: bytes  # serialised protected header, signed as is
-    protected_header: Mapping
-    unprotected: Mapping
+    protected_header: Mapping[Any, Any]
+    unprotected: Mapping[Any, Any]
     payload: bytes
     signature: bytes
 
@@ -98,14 +99,14 @@ def decode_sign1(data: bytes, max_depth: int) -> Sign1:
     return Sign1(protected, header, unprotected, payload, signature)
 
 
-def accepts_key(public_key) -> bool:
+def accepts_key(public_key: PublicKeyTypes) -> bool:
     """True for the key types a trust list may hold: EC P-256, EC P-384, RSA."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         return public_key.curve.name in _EC_CURVES
     return isinstance(public_key, rsa.RSAPublicKey)
 
 
-def verify(sign1: Sign1, public_key) -> bool:
+def verify(sign1: Sign1, public_key: PublicKeyTypes) -> bool:
     """True when the signature is valid for `public_key` under the header's algorithm, if the key allows it."""
     alg, tbs = sign1.alg, sign1.to_be_signed()
     if type(alg) is not int:  # hostile headers carry lists, maps, floats, bools: none names an algorithm

@@ -15,22 +15,17 @@ import re
 import zlib
 from collections.abc import Mapping
 from datetime import date, datetime, timezone
-from typing import Any, Protocol
+from typing import Any, TypeGuard
 
 from kiosk.codes import base45, cose
 from kiosk.model import DCC, Dose, HealthRecord, ParsedCode, Person, TestResult
+from kiosk.ports import SignerKeys
 
 PREFIX = "HC1:"
 CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260
 TEST_DETECTED = "260373001"  # SNOMED CT "detected" in the t/tr field
 log = logging.getLogger(__name__)
 _BIRTH = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
-
-
-class KeySource(Protocol):
-    def key_for(self, kid: bytes): ...
-
-    def usages_for(self, kid: bytes) -> frozenset[str] | None: ...
 
 
 class Rejected(Exception):
@@ -44,7 +39,7 @@ def malformed(detail: str) -> Rejected:
 
 
 class DccVerifier:
-    def __init__(self, trust: KeySource, *, clock_skew_seconds: int = 300, max_input: int = 4096,
+    def __init__(self, trust: SignerKeys, *, clock_skew_seconds: int = 300, max_input: int = 4096,
                  max_decompressed: int = 65536, max_cbor_depth: int = 16):
         self.trust = trust
         self.clock_skew_seconds = clock_skew_seconds
@@ -92,7 +87,7 @@ class DccVerifier:
         except cose.CoseError as exc:
             raise malformed(exc.args[0]) from None
 
-    def claims(self, sign1: cose.Sign1) -> Mapping:
+    def claims(self, sign1: cose.Sign1) -> Mapping[Any, Any]:
         try:
             claims = cose.loads_limited(sign1.payload, self.max_cbor_depth)
         except cose.CoseError:
@@ -127,7 +122,7 @@ class DccVerifier:
                              "kid": base64.b64encode(kid).decode("ascii")},
                       health=_health(dgc))
 
-    def _check_validity(self, claims: Mapping, now: datetime) -> None:
+    def _check_validity(self, claims: Mapping[Any, Any], now: datetime) -> None:
         exp, iat = claims.get(CLAIM_EXP), claims.get(CLAIM_IAT)
         if not _is_time(exp):
             raise malformed("exp")
@@ -140,7 +135,7 @@ class DccVerifier:
             raise Rejected("not_yet_valid", "iat")
 
 
-def _is_time(value: Any) -> bool:
+def _is_time(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2 ** 40
 
 
@@ -193,14 +188,14 @@ def _day(value: Any, field: str) -> date:
     return moment.date() if isinstance(moment, datetime) else moment  # the calendar day as the issuer wrote it
 
 
-def _entries(dgc: Mapping, key: str) -> list[Mapping]:
+def _entries(dgc: Mapping[Any, Any], key: str) -> list[Mapping[Any, Any]]:
     entries = dgc.get(key, [])
     if not isinstance(entries, (list, tuple)) or not all(isinstance(e, Mapping) for e in entries):
         raise malformed(key)
-    return entries
+    return list(entries)
 
 
-def _health(dgc: Mapping) -> HealthRecord:
+def _health(dgc: Mapping[Any, Any]) -> HealthRecord:
     doses = tuple(Dose(_day(v.get("dt"), "v.dt"), _text(v.get("mp"), "v.mp")) for v in _entries(dgc, "v"))
     recoveries = [_day(r.get("fr"), "r.fr") for r in _entries(dgc, "r")]
     tests = tuple(TestResult(_moment(t.get("sc"), "t.sc"), _text(t.get("tr"), "t.tr") == TEST_DETECTED)

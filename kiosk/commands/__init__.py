@@ -11,17 +11,22 @@ import argparse
 import json
 import math
 import sys
-from typing import Any
+from typing import IO, Any, TypeAlias
 
 from kiosk import config as config_mod
 
+# What a command module's `register(sub, common)` and `run(args)` take.
+Args: TypeAlias = argparse.Namespace
+Parser: TypeAlias = argparse.ArgumentParser
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-def load_config(args) -> config_mod.Config:
+
+def load_config(args: Args) -> config_mod.Config:
     """The configuration named by --config (default: the demo config) with --set overrides applied."""
     return config_mod.load(getattr(args, "config", None), getattr(args, "set", None) or ())
 
 
-def emit(obj: dict[str, Any], stream=None) -> None:
+def emit(obj: dict[str, Any], stream: IO[str] | None = None) -> None:
     stream = stream or sys.stdout
     stream.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
     stream.flush()

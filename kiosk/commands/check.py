@@ -5,18 +5,22 @@ Exit status 0 when every check passed, 1 otherwise.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Literal
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.errors import KioskError
 
+if TYPE_CHECKING:
+    from kiosk.config import Config
+    from kiosk.ports import Frame
 
-def register(sub, common) -> None:
+
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("check", parents=[common], help="validate the configuration and probe every device")
     p.set_defaults(func=run)
 
 
-def grab_frame(cfg):
+def grab_frame(cfg: Config) -> Frame | None | Literal[False]:
     """One frame from the configured camera (opened and closed again); False when none is configured."""
     from kiosk.app import build_camera
 
@@ -30,7 +34,7 @@ def grab_frame(cfg):
         camera.close()
 
 
-def _probe_camera(cfg) -> str:
+def _probe_camera(cfg: Config) -> str:
     frame = grab_frame(cfg)
     if frame is False:
         return "none configured"
@@ -39,7 +43,7 @@ def _probe_camera(cfg) -> str:
     return f"frame {frame.shape[1]}x{frame.shape[0]}"
 
 
-def _probe_reader(cfg) -> str:
+def _probe_reader(cfg: Config) -> str:
     from kiosk.app import build_reader
 
     reader = build_reader(cfg)
@@ -50,7 +54,7 @@ def _probe_reader(cfg) -> str:
     return f"{cfg.reader.type} opened"
 
 
-def _probe_decoder(cfg) -> str:
+def _probe_decoder(cfg: Config) -> str:
     import numpy as np
 
     from kiosk.app import build_decoder
@@ -60,7 +64,7 @@ def _probe_decoder(cfg) -> str:
     return f"{decoder.name} ready" if found == [] else f"{decoder.name} read text from a blank frame"
 
 
-def _probe_display(cfg) -> str:
+def _probe_display(cfg: Config) -> str:
     from kiosk.app import build_display
     from kiosk.screens import IdleView, render
 
@@ -74,7 +78,7 @@ def _probe_display(cfg) -> str:
     return f"{cfg.display.type} {display.size[0]}x{display.size[1]} showed the idle screen"
 
 
-def _probe_gpio(cfg) -> str:
+def _probe_gpio(cfg: Config) -> str:
     from kiosk.app import build_gpio
 
     parts = build_gpio(cfg)
@@ -84,7 +88,7 @@ def _probe_gpio(cfg) -> str:
     return f"pin factory {cfg.gpio.pin_factory}: " + (", ".join(names) or "nothing configured")
 
 
-def _probe_clock(cfg) -> str:
+def _probe_clock(cfg: Config) -> str:
     from kiosk.app import build_clock
 
     clock = build_clock(cfg)
@@ -96,7 +100,7 @@ def _probe_clock(cfg) -> str:
     return f"synchronised, {clock.now().isoformat(timespec='seconds')}"
 
 
-def _probe_journal(cfg) -> str:
+def _probe_journal(cfg: Config) -> str:
     from kiosk.stores.journal import Journal
 
     journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
@@ -106,14 +110,14 @@ def _probe_journal(cfg) -> str:
         journal.close()
 
 
-def _probe_roster(cfg) -> str:
+def _probe_roster(cfg: Config) -> str:
     from kiosk.app import build_roster
 
     roster = build_roster(cfg)
     return f"{roster.count} people, version {roster.version}, updated {roster.updated_at}"
 
 
-def _probe_trust(cfg) -> str:
+def _probe_trust(cfg: Config) -> str:
     from kiosk.app import build_clock, build_trust
 
     trust = build_trust(cfg)
@@ -123,7 +127,7 @@ def _probe_trust(cfg) -> str:
     return f"{trust.count} signers, updated {trust.updated_at}"
 
 
-def _probe_mqtt(cfg) -> str:
+def _probe_mqtt(cfg: Config) -> str:
     if not cfg.mqtt.enabled:
         return "disabled"
     from kiosk.mqtt.probe import probe
@@ -131,14 +135,14 @@ def _probe_mqtt(cfg) -> str:
     return probe(cfg, timeout=5.0)
 
 
-PROBES: list[tuple[str, Callable]] = [
+PROBES: list[tuple[str, Callable[[Config], str]]] = [
     ("decoder", _probe_decoder), ("camera", _probe_camera), ("reader", _probe_reader),
     ("display", _probe_display), ("gpio", _probe_gpio), ("clock", _probe_clock), ("journal", _probe_journal),
     ("roster", _probe_roster), ("trust", _probe_trust), ("mqtt", _probe_mqtt),
 ]
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     cfg = load_config(args)  # a ConfigError here exits 78 with every problem listed
     emit({"check": "config", "ok": True, "detail": str(cfg.source) if cfg.source else "built-in"})
     failed = 0

@@ -6,10 +6,10 @@ restarts (Mosquitto 2.0): the broker then keeps the collector's events while it 
 """
 from __future__ import annotations
 
-from kiosk.commands import emit, load_config, seconds
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config, seconds
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("collector", parents=[common], help="store check-ins from the broker and confirm them")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--site", help="only this site (default: the configured site.id)")
@@ -23,7 +23,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from kiosk.fleet.collector import Collector
 
     cfg = load_config(args)

@@ -4,11 +4,11 @@ from __future__ import annotations
 import sys
 import time
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.timeparse import parse_instant
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("decide", parents=[common], help="decide one payload string (no hardware)")
     p.add_argument("payload", help="the code's text, as a reader would deliver it")
     p.add_argument("--at", metavar="ISO-8601", help="decide as of this instant (default: now); "
@@ -16,7 +16,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from kiosk.app import build_clock, build_decider, build_roster, build_trust, staleness
 
     cfg = load_config(args)

@@ -10,12 +10,16 @@ import shutil
 import statistics
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kiosk import config
-from kiosk.commands import emit, load_config, seconds
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config, seconds
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("demo", parents=[common], help="replay the bundled scenes through the full pipeline")
     p.add_argument("--keep", action="store_true", help="keep the previous demo journal instead of starting afresh")
     p.add_argument("--drain-seconds", type=seconds, default=5.0,
@@ -23,7 +27,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def _reset(cfg) -> None:
+def _reset(cfg: Config) -> None:
     """Start from a clean demo state: journal, roster, trust list and screens of this config only."""
     journal = Path(cfg.journal.path)
     for path in (journal, journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm"),
@@ -33,7 +37,7 @@ def _reset(cfg) -> None:
         shutil.rmtree(cfg.display.path, ignore_errors=True)
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from kiosk.app import App
 
     cfg = load_config(args)

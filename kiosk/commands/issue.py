@@ -11,11 +11,11 @@ import sys
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.timeparse import parse_instant
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("issue", parents=[common], help="TEST signer and signed HC1 certificates (never production)")
     actions = p.add_subparsers(dest="issue_action", metavar="ACTION", required=True)
     key = actions.add_parser("key", parents=[common], help="create a TEST signing key and certificate")
@@ -37,7 +37,7 @@ def register(sub, common) -> None:
     cert.set_defaults(func=run_cert)
 
 
-def run_key(args) -> int:
+def run_key(args: Args) -> int:
     from kiosk.issuing import CERT_FILE, create_signer
 
     try:
@@ -49,7 +49,7 @@ def run_key(args) -> int:
     return 0
 
 
-def run_cert(args) -> int:
+def run_cert(args: Args) -> int:
     from kiosk import issuing
 
     tz = load_config(args).site.timezone

@@ -7,17 +7,23 @@ from __future__ import annotations
 import re
 import sys
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Callable
 from zoneinfo import ZoneInfo
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.errors import KioskError
 from kiosk.timeparse import parse_instant
 
+if TYPE_CHECKING:
+    from kiosk.config import Config
+    from kiosk.stores.journal import Journal
+
+Bound = datetime | None  # an optional end of a --since/--until range
 USAGE_ERROR = 2
 _REF = re.compile(r"[0-9a-f]{32}")
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("journal", parents=[common], help="export, count, trace or purge journaled check-ins")
     actions = p.add_subparsers(dest="journal_action", metavar="ACTION", required=True)
 
@@ -42,16 +48,17 @@ def register(sub, common) -> None:
     purge.set_defaults(func=run_purge)
 
 
-def _add_range(p, *, since_required: bool) -> None:
+def _add_range(p: Parser, *, since_required: bool) -> None:
     p.add_argument("--since", required=since_required, metavar="DATE", help="from this instant (inclusive)")
     p.add_argument("--until", metavar="DATE", help="up to this instant (exclusive)")
 
 
-def _range(args, tz: str) -> tuple[datetime | None, datetime | None]:
-    return tuple(parse_instant(v, tz) if v else None for v in (args.since, args.until))
+def _range(args: Args, tz: str) -> tuple[Bound, Bound]:
+    since, until = (parse_instant(v, tz) if v else None for v in (args.since, args.until))
+    return since, until
 
 
-def _run(args, action) -> int:
+def _run(args: Args, action: Callable[[Config, Journal, Bound, Bound], int]) -> int:
     """Load config, parse the range, open the journal, run `action(cfg, journal, since, until)`."""
     from kiosk.stores.journal import Journal
 
@@ -76,8 +83,8 @@ def _run(args, action) -> int:
         return exc.exit_status
 
 
-def run_export(args) -> int:
-    def export(cfg, journal, since, until) -> int:
+def run_export(args: Args) -> int:
+    def export(cfg: Config, journal: Journal, since: Bound, until: Bound) -> int:
         if not args.output:
             count = journal.export(args.format, sys.stdout, since, until)
         else:
@@ -93,16 +100,16 @@ def run_export(args) -> int:
     return _run(args, export)
 
 
-def run_stats(args) -> int:
-    def stats(cfg, journal, since, until) -> int:
+def run_stats(args: Args) -> int:
+    def stats(cfg: Config, journal: Journal, since: Bound, until: Bound) -> int:
         emit(journal.stats(since, until, cfg.site.timezone))
         return 0
 
     return _run(args, stats)
 
 
-def run_trace(args) -> int:
-    def trace(cfg, journal, since, until) -> int:
+def run_trace(args: Args) -> int:
+    def trace(cfg: Config, journal: Journal, since: Bound, until: Bound) -> int:
         visits = {e["seq"]: e for ref in _refs(cfg, args.subject) for e in journal.trace(ref, since, until)}
         for event in sorted(visits.values(), key=lambda e: (datetime.fromisoformat(e["ts"]), e["seq"])):
             emit(event)
@@ -112,7 +119,7 @@ def run_trace(args) -> int:
     return _run(args, trace)
 
 
-def _refs(cfg, subject: str) -> list[str]:
+def _refs(cfg: Config, subject: str) -> list[str]:
     """The subject_ref(s) to look up: the argument itself if it is one, else the ref of it as an ID and as a QID."""
     if _REF.fullmatch(subject):
         return [subject]
@@ -124,8 +131,8 @@ def _refs(cfg, subject: str) -> list[str]:
     return [r for r in refs if r]
 
 
-def run_purge(args) -> int:
-    def purge(cfg, journal, since, until) -> int:
+def run_purge(args: Args) -> int:
+    def purge(cfg: Config, journal: Journal, since: Bound, until: Bound) -> int:
         cutoff = datetime.now(ZoneInfo(cfg.site.timezone)) - timedelta(days=cfg.journal.retention_days)
         keep_unsent = cfg.mqtt.enabled
         emit({"purged": journal.purge(cutoff, keep_unsent=keep_unsent), "older_than": cutoff.isoformat(),

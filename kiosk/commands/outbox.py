@@ -3,18 +3,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.errors import StorageError
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("outbox", parents=[common], help="the MQTT upload queue (outbox status)")
     actions = p.add_subparsers(dest="outbox_action", metavar="ACTION", required=True)
     status = actions.add_parser("status", parents=[common], help="pending, published, confirmed and dropped counts")
     status.set_defaults(func=run_status)
 
 
-def run_status(args) -> int:
+def run_status(args: Args) -> int:
     from kiosk.stores.outbox import Outbox
 
     cfg = load_config(args)

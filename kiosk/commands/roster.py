@@ -1,10 +1,10 @@
 """`kiosk roster import FILE.csv` and `kiosk roster show` (no personal data is printed)."""
 from __future__ import annotations
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("roster", parents=[common], help="import or show the local roster")
     actions = p.add_subparsers(dest="roster_action", metavar="ACTION", required=True)
     imp = actions.add_parser("import", parents=[common], help="replace the roster with a CSV file "
@@ -15,7 +15,7 @@ def register(sub, common) -> None:
     show.set_defaults(func=run_show)
 
 
-def run_import(args) -> int:
+def run_import(args: Args) -> int:
     from kiosk.stores.roster import Roster
 
     roster = Roster(load_config(args).roster.path)
@@ -24,7 +24,7 @@ def run_import(args) -> int:
     return 0
 
 
-def run_show(args) -> int:
+def run_show(args: Args) -> int:
     from kiosk.stores.roster import Roster
 
     roster = Roster(load_config(args).roster.path)

@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import logging
 import signal
+from types import FrameType
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 
 log = logging.getLogger(__name__)
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("run", parents=[common], help="run the kiosk (the systemd service runs this)")
     p.add_argument("--max-frames", type=int, metavar="N", help="stop after N camera frames")
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from kiosk.app import App
     from kiosk.watchdog import Notifier, Watchdog
 
@@ -25,7 +26,7 @@ def run(args) -> int:
     notifier = Notifier()
     watchdog = Watchdog(notifier, interval=None if cfg.service.watchdog else 0.0)  # 0: status lines, no pings
 
-    def on_signal(signum, frame):
+    def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("signal %d: stopping", signum)
         app.stop()
 

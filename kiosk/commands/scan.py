@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
+
+if TYPE_CHECKING:
+    from kiosk.ports import Frame
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("scan", parents=[common], help="decode image files and decide each code")
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.add_argument("--show-text", action="store_true",
@@ -14,7 +18,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def load_grey(path: str):
+def load_grey(path: str) -> Frame | None:
     """A greyscale numpy frame from an image file, or None when the file is not a readable image."""
     import numpy as np
     from PIL import Image, UnidentifiedImageError
@@ -26,7 +30,7 @@ def load_grey(path: str):
         return None
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from kiosk.app import build_clock, build_decider, build_decoder
 
     cfg = load_config(args)

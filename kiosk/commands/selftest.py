@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
-from kiosk.commands import emit, load_config, seconds
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config, seconds
 from kiosk.errors import KioskError
 
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
-def register(sub, common) -> None:
+
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("selftest", parents=[common], help="installer walk-through of camera, display, LEDs, "
                        "buzzer, relay and MQTT")
     p.add_argument("--out", default=".", help="folder for the camera preview frame (default: here)")
@@ -21,7 +25,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def _camera(cfg, out: Path) -> str:
+def _camera(cfg: Config, out: Path) -> str:
     from PIL import Image
 
     from kiosk.app import build_decoder
@@ -38,7 +42,7 @@ def _camera(cfg, out: Path) -> str:
     return f"preview {frame.shape[1]}x{frame.shape[0]} saved to {path}; {codes} code(s) in view"
 
 
-def _display(cfg, pause: float) -> str:
+def _display(cfg: Config, pause: float) -> str:
     from kiosk.app import build_display
     from kiosk.model import BLACK, GREEN, INVALID, Decision
     from kiosk.screens import IdleView, render
@@ -47,9 +51,10 @@ def _display(cfg, pause: float) -> str:
     if display is None:
         return "no display configured"
     try:
-        samples = [Decision(kind="personal_qr", verdict=v, reason=r, screen_subject={"name": "N.V. THỬ", "birth": "1990"})
-                   for v, r in ((GREEN, "vaccinated_14d"), (BLACK, "no_health_data"), (INVALID, "malformed"))]
-        for view in (IdleView(), *samples):
+        views: list[Decision | IdleView] = [IdleView()] + [
+            Decision(kind="personal_qr", verdict=v, reason=r, screen_subject={"name": "N.V. THỬ", "birth": "1990"})
+            for v, r in ((GREEN, "vaccinated_14d"), (BLACK, "no_health_data"), (INVALID, "malformed"))]
+        for view in views:
             display.show(render(view, display.size, display.mode, cfg.site.language))
             time.sleep(pause)
     finally:
@@ -57,7 +62,7 @@ def _display(cfg, pause: float) -> str:
     return f"{cfg.display.type}: idle, green, black and invalid screens shown"
 
 
-def _pins(cfg, pause: float) -> str:
+def _pins(cfg: Config, pause: float) -> str:
     from kiosk.app import build_gpio
 
     parts = build_gpio(cfg)
@@ -84,7 +89,7 @@ def _pins(cfg, pause: float) -> str:
     return ", ".join(done) or "no pins configured"
 
 
-def _mqtt(cfg) -> str:
+def _mqtt(cfg: Config) -> str:
     if not cfg.mqtt.enabled:
         return "MQTT disabled"
     from kiosk.mqtt.probe import round_trip
@@ -92,11 +97,11 @@ def _mqtt(cfg) -> str:
     return round_trip(cfg, timeout=5.0)
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     cfg = load_config(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = [("camera", lambda: _camera(cfg, out)), ("display", lambda: _display(cfg, args.pause)),
+    steps: list[tuple[str, Callable[[], str]]] = [("camera", lambda: _camera(cfg, out)), ("display", lambda: _display(cfg, args.pause)),
              ("pins", lambda: _pins(cfg, args.pause)), ("mqtt", lambda: _mqtt(cfg))]
     failed = 0
     for name, step in steps:

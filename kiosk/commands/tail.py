@@ -1,10 +1,10 @@
 """`kiosk tail`: print each check-in of a site once (de-duplicated by id), one JSON line each."""
 from __future__ import annotations
 
-from kiosk.commands import emit, load_config, seconds
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config, seconds
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("tail", parents=[common], help="print a site's check-ins live, once each")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--site", help="site to watch (default: the configured site.id)")
@@ -14,7 +14,7 @@ def register(sub, common) -> None:
     p.set_defaults(func=run)
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from kiosk.fleet.tail import Tail
 
     cfg = load_config(args)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("trust", parents=[common], help="import or show the trust list of certificate signers")
     actions = p.add_subparsers(dest="trust_action", metavar="ACTION", required=True)
     imp = actions.add_parser("import", parents=[common], help="add signer certificates (PEM, DER or JSON "
@@ -18,17 +18,18 @@ def register(sub, common) -> None:
     show.set_defaults(func=run_show)
 
 
-def run_import(args) -> int:
+def run_import(args: Args) -> int:
     from kiosk.stores.trust import TrustList, parse_files
 
     trust = TrustList(load_config(args).trust.path)
     signers = parse_files([Path(name) for name in args.files])  # every file validated before any write
     trust.store(signers, replace=args.replace)  # a DataError lists every problem; kiosk.cli exits 65 with it
-    emit({"imported": len(signers), "count": trust.count, "updated_at": trust.updated_at.isoformat()})
+    updated = trust.updated_at
+    emit({"imported": len(signers), "count": trust.count, "updated_at": updated.isoformat() if updated else None})
     return 0
 
 
-def run_show(args) -> int:
+def run_show(args: Args) -> int:
     from kiosk.stores.trust import TrustList
 
     trust = TrustList(load_config(args).trust.path)

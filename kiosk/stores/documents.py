@@ -10,7 +10,7 @@ import os
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 
 from tinydb import TinyDB
 from tinydb.storages import Storage
@@ -20,9 +20,11 @@ from kiosk.errors import StorageError
 if TYPE_CHECKING:
     from kiosk.ports import Clock
 
+R = TypeVar("R")  # a store's record type
+
 
 class AtomicJSONStorage(Storage):
-    def __init__(self, path: str | os.PathLike, create_dirs: bool = True):
+    def __init__(self, path: str | os.PathLike[str], create_dirs: bool = True):
         self.path = Path(path)
         if create_dirs:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,7 +37,8 @@ class AtomicJSONStorage(Storage):
         if not text.strip():
             return None
         try:
-            return json.loads(text)
+            data: dict[str, Any] = json.loads(text)
+            return data
         except json.JSONDecodeError as exc:
             raise StorageError(f"{self.path} is corrupt ({exc}); restore it from a backup or delete it "
                                "and import the data again") from None
@@ -68,7 +71,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         raise StorageError(f"cannot write {path}: {exc.strerror} (check free space and permissions)") from None
 
 
-def open_db(path: str | os.PathLike) -> TinyDB:
+def open_db(path: str | os.PathLike[str]) -> TinyDB:
     """A TinyDB on atomic storage. Every insert/update rewrites the small file atomically."""
     return TinyDB(path, storage=AtomicJSONStorage)
 
@@ -82,7 +85,7 @@ def fsync_dir(path: Path) -> None:
         os.close(dir_fd)
 
 
-class DocumentStore:
+class DocumentStore(Generic[R]):
     """A list of records and one meta document in a TinyDB file (tables `TABLE` and `meta`).
 
     Every change is one atomic file replace, adopted in memory only once written, so a failed write leaves
@@ -110,16 +113,16 @@ class DocumentStore:
         text = self._meta.get("updated_at")
         return datetime.fromisoformat(text) if text else None
 
-    def _to_doc(self, record) -> dict[str, Any]:
+    def _to_doc(self, record: R) -> dict[str, Any]:
         raise NotImplementedError
 
-    def _from_doc(self, doc: dict[str, Any]):
+    def _from_doc(self, doc: dict[str, Any]) -> R:
         raise NotImplementedError
 
-    def _adopt(self, records: list) -> None:
+    def _adopt(self, records: list[R]) -> None:
         raise NotImplementedError
 
-    def _write(self, records: list, **meta: Any) -> None:
+    def _write(self, records: list[R], **meta: Any) -> None:
         meta = {**meta, "updated_at": self._now().isoformat()}
         data = {self.TABLE: {str(i): self._to_doc(r) for i, r in enumerate(records, 1)}, "meta": {"1": meta}}
         self._db.storage.write(data)

@@ -140,7 +140,8 @@ class Journal:
 
     # ------------------------------------------------------------------ reading
     def count(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM checkins").fetchone()[0]
+        rows: int = self._db.execute("SELECT COUNT(*) FROM checkins").fetchone()[0]
+        return rows
 
     def last_seq(self) -> int:
         """The highest seq ever given (AUTOINCREMENT keeps it across purges); 0 for a new journal."""
@@ -148,7 +149,7 @@ class Journal:
         return row[0] if row else 0
 
     def _rows(self, since: datetime | None, until: datetime | None, where: str = "",
-              params: tuple = (), order: str = "seq") -> Iterator[sqlite3.Row]:
+              params: tuple[Any, ...] = (), order: str = "seq") -> Iterator[sqlite3.Row]:
         """Rows with since <= ts < until (either bound optional), in `order`."""
         clauses, values = ([where] if where else []), list(params)
         if since is not None:
@@ -183,10 +184,10 @@ class Journal:
               tz: str | tzinfo = "UTC") -> dict[str, Any]:
         """Counts in/out per local day and per local hour, per verdict and per kind."""
         zone = ZoneInfo(tz) if isinstance(tz, str) else tz
-        days: dict[str, Counter] = defaultdict(Counter)
-        hours: dict[str, Counter] = defaultdict(Counter)
-        verdicts: Counter = Counter()
-        kinds: Counter = Counter()
+        days: dict[str, Counter[str]] = defaultdict(Counter)
+        hours: dict[str, Counter[str]] = defaultdict(Counter)
+        verdicts: Counter[str] = Counter()
+        kinds: Counter[str] = Counter()
         total = 0
         for row in self._rows(since, until):
             local = datetime.fromtimestamp(row["ts_epoch"], zone)
@@ -195,7 +196,10 @@ class Journal:
             verdicts[row["verdict"]] += 1
             kinds[row["kind"] or "none"] += 1
             total += 1
-        in_out = lambda c: {"in": c["in"], "out": c["out"]}  # noqa: E731
+
+        def in_out(c: Counter[str]) -> dict[str, int]:
+            return {"in": c["in"], "out": c["out"]}
+
         return {
             "since": since.isoformat() if since else None,
             "until": until.isoformat() if until else None,

@@ -46,7 +46,7 @@ class RosterEntry:
         return [k for k in (self.id and "id:" + self.id, self.qid and "qid:" + self.qid) if k]
 
 
-class Roster(DocumentStore):
+class Roster(DocumentStore[RosterEntry]):
     TABLE, WHAT, FIX = "people", "roster", "import the roster CSV again"
 
     # ------------------------------------------------------------------ reading
@@ -70,14 +70,14 @@ class Roster(DocumentStore):
         return self._index.get("qid:" + person.qid) if person.qid else None
 
     # ------------------------------------------------------------------ changes
-    def import_csv(self, path: str | os.PathLike) -> int:
+    def import_csv(self, path: str | os.PathLike[str]) -> int:
         """Replace the roster with a CSV file's rows. All or nothing: DataError lists every bad line."""
         entries = parse_csv(Path(path))
         self.replace_all(entries, None)
         return len(entries)
 
     @staticmethod
-    def parse_entries(rows: list[dict]) -> list[RosterEntry]:
+    def parse_entries(rows: list[dict[str, Any]]) -> list[RosterEntry]:
         """Validate rows given as dicts (MQTT downlink); DataError lists every bad row (1-based)."""
         if not isinstance(rows, list):
             raise DataError("roster: entries must be a list of rows")

@@ -21,6 +21,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from cryptography.x509.oid import NameOID
 
 from kiosk.codes import cose
@@ -53,7 +54,7 @@ def kid_of(certificate_der: bytes) -> bytes:
     return hashlib.sha256(certificate_der).digest()[:8]
 
 
-class TrustList(DocumentStore):
+class TrustList(DocumentStore[Signer]):
     TABLE, WHAT = "signers", "trust list"
     FIX = "import the signer certificates again (`kiosk trust import --replace FILE`)"
 
@@ -74,7 +75,7 @@ class TrustList(DocumentStore):
         self._refresh()
         return [base64.b64encode(s.kid).decode("ascii") for s in self._signers]
 
-    def key_for(self, kid: bytes):
+    def key_for(self, kid: bytes) -> PublicKeyTypes | None:
         """The public key for `kid`, or None. Keys are loaded once per version of the file."""
         self._refresh()
         return self._keys.get(bytes(kid))
@@ -86,7 +87,7 @@ class TrustList(DocumentStore):
         return frozenset(signer.usages) if signer is not None and signer.usages is not None else None
 
     # ------------------------------------------------------------------ changes
-    def import_file(self, path: str | os.PathLike, *, replace: bool = False) -> int:
+    def import_file(self, path: str | os.PathLike[str], *, replace: bool = False) -> int:
         """Add (or with `replace`, install only) the signers in one PEM, DER or JSON file."""
         signers = parse_file(Path(path))
         self.store(signers, replace=replace)
@@ -124,7 +125,8 @@ class TrustList(DocumentStore):
                       tuple(doc["usages"]) if doc.get("usages") is not None else None)
 
     def _adopt(self, signers: list[Signer]) -> None:
-        self._keys = {s.kid: serialization.load_der_public_key(s.public_key_der) for s in signers}
+        self._keys: dict[bytes, PublicKeyTypes] = {s.kid: serialization.load_der_public_key(s.public_key_der)
+                                                    for s in signers}
         self._signers = signers
         self._by_kid = {s.kid: s for s in signers}
 
@@ -204,7 +206,9 @@ def parse_json(obj: Any, message: str, source: str = "mqtt") -> list[Signer]:
     """Validate every entry of `[{"kid"?, "certificate"} | {"kid", "public_key"}]`; DataError lists each problem."""
     if not isinstance(obj, list):
         raise DataError(message, ['expected a list of {"kid": base64, "certificate": base64 DER}'])
-    signers, problems, seen = [], [], {}
+    signers: list[Signer] = []
+    problems: list[str] = []
+    seen: dict[bytes, Signer] = {}
     for i, entry in enumerate(obj, 1):
         try:
             signer = _entry(entry, source)
@@ -248,7 +252,9 @@ def _decode_b64(value: Any, field: str) -> bytes:
 
 
 def _signer(kid: bytes | None, cert_der: bytes | None, key_der: bytes | None, source: str) -> Signer:
-    subject = issuer = not_after = usages = None
+    subject = issuer = not_after = None
+    usages: tuple[str, ...] | None = None
+    key: PublicKeyTypes
     if cert_der is not None:
         try:
             cert = x509.load_der_x509_certificate(cert_der)
@@ -259,17 +265,21 @@ def _signer(kid: bytes | None, cert_der: bytes | None, key_der: bytes | None, so
         not_after = cert.not_valid_after_utc.isoformat()
         kid = kid if kid is not None else kid_of(cert_der)
         usages = _usages(cert)
-    else:
+    elif key_der is not None:
         try:
             key = serialization.load_der_public_key(key_der)
         except (ValueError, TypeError):
             raise ValueError("public_key is not a DER SubjectPublicKeyInfo") from None
+    else:
+        raise ValueError("give exactly one of certificate or public_key")
+    if kid is None:  # a certificate gives its own kid; a bare key cannot
+        raise ValueError("a bare public_key needs a kid")
     _check_key(key)
     spki = key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return Signer(kid, spki, cert_der, subject, issuer, not_after, source, usages)
 
 
-def _check_key(key) -> None:
+def _check_key(key: PublicKeyTypes) -> None:
     if not cose.accepts_key(key):
         raise ValueError("key type is not EC P-256 (ES256), EC P-384 (ES384) or RSA (PS256)")
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
