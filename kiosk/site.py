@@ -56,7 +56,9 @@ class SiteState:
         return new
 
     def toggle_direction(self) -> str:
-        return self.update(direction="out" if self.direction == "in" else "in").direction
+        """The other direction (the button): in -> out -> in."""
+        following = DIRECTIONS[(DIRECTIONS.index(self.direction) + 1) % len(DIRECTIONS)]
+        return self.update(direction=following).direction
 
     @staticmethod
     def _check(settings: SiteSettings) -> None:

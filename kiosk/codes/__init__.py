@@ -22,14 +22,18 @@ CCCD_FIRST_FIELD = re.compile(r"[0-9]{12}|[0-9]{9}")
 FORBIDDEN_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
-@dataclass(frozen=True)
 class Scan:
-    """One payload being classified, with what the site configured for it."""
+    """One payload being classified, with what the site configured for it (a plain class: one is made per scan)."""
 
-    text: str  # terminator stripped, within the size limit
-    badge_prefix: str
-    dcc: DccParser | None
-    now: datetime
+    __slots__ = ("text", "badge_prefix", "dcc", "now", "shape")
+
+    def __init__(self, text: str, badge_prefix: str, dcc: DccParser | None, now: datetime | None):
+        self.text = text  # terminator stripped, within the size limit
+        self.badge_prefix = badge_prefix
+        self.dcc = dcc
+        self.now = now  # None: the current time, when a parser needs one
+        # At most 8 `|`-separated fields: enough to tell the shapes apart without splitting a payload of pipes.
+        self.shape = text.split("|", 7)
 
 
 @dataclass(frozen=True)
@@ -50,9 +54,11 @@ def classify(text: str, *, max_length: int = 4096, badge_prefix: str = "", dcc: 
     text = _strip_terminator(text)
     if len(text.encode("utf-8", "surrogatepass")) > max_length:
         return ParsedCode(UNKNOWN, error="too_long")
-    scan = Scan(text, badge_prefix, dcc, now or datetime.now(timezone.utc))
-    code_type = next((c for c in CODE_TYPES if c.detect(scan)), None)
-    if code_type is None:
+    scan = Scan(text, badge_prefix, dcc, now)
+    for code_type in CODE_TYPES:
+        if code_type.detect(scan):
+            break
+    else:
         return ParsedCode(UNKNOWN, error="unrecognised")
     if FORBIDDEN_CHARACTERS.search(text):
         return ParsedCode(code_type.kind, error="malformed", detail="control_character")
@@ -71,25 +77,18 @@ def _strip_terminator(text: str) -> str:
 
 
 # ---------------------------------------------------------------- the code types
-def _shape(scan: Scan) -> list[str]:
-    """At most 8 fields: enough to tell the shapes apart without splitting a payload made of pipes."""
-    return scan.text.split("|", 7)
-
-
 def _is_personal_qr(scan: Scan) -> bool:
-    fields = _shape(scan)
-    return len(fields) == 6 and fields[3] in ("0", "1")
+    return len(scan.shape) == 6 and scan.shape[3] in ("0", "1")
 
 
 def _is_cccd(scan: Scan) -> bool:
-    fields = _shape(scan)
-    return len(fields) >= 7 and CCCD_FIRST_FIELD.fullmatch(fields[0]) is not None
+    return len(scan.shape) >= 7 and CCCD_FIRST_FIELD.fullmatch(scan.shape[0]) is not None
 
 
 def _dcc(scan: Scan) -> ParsedCode:
     if scan.dcc is None:
         return ParsedCode(DCC, error="unsupported")
-    return scan.dcc.parse(scan.text, scan.now)
+    return scan.dcc.parse(scan.text, scan.now or datetime.now(timezone.utc))
 
 
 def _badge(scan: Scan) -> ParsedCode:

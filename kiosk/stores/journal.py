@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
 from kiosk.errors import StorageError
-from kiosk.model import Decision
+from kiosk.model import DIRECTIONS, Decision
 from kiosk.stores.checkins import DDL, INSERT, INSERT_COLUMNS, QUEUED_STATES, SCHEMA_VERSION, event_from_row
 
 BUSY_TIMEOUT_MS = 30_000
@@ -198,7 +198,7 @@ class Journal:
             total += 1
 
         def in_out(c: Counter[str]) -> dict[str, int]:
-            return {"in": c["in"], "out": c["out"]}
+            return {direction: c[direction] for direction in DIRECTIONS}
 
         return {
             "since": since.isoformat() if since else None,
