@@ -71,7 +71,7 @@ RESERVED_IDS = ("all",)
 class Ident(Str):
     """An identifier used in MQTT topics (site id, device id)."""
 
-    def convert(self, raw, key):
+    def convert(self, raw: Any, key: str) -> str:
         value = super().convert(raw, key)
         if not ID_PATTERN.fullmatch(value):
             raise ValueError(f"{_got(value)} is not a valid id ({ID_RULE})")
@@ -79,7 +79,7 @@ class Ident(Str):
             raise ValueError(f'"{value}" is reserved (it addresses every kiosk of a site); choose another id')
         return value
 
-    def describe(self):
+    def describe(self) -> str:
         return ID_RULE + '; "all" is reserved'
 
 
