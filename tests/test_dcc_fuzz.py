@@ -65,8 +65,19 @@ def test_mutated_valid_code(verifier, edits):
     for pos, ch in edits:
         chars[pos] = ch
     text = "".join(chars)
-    if text != VALID:
+    # An edit of the padding bits after the deflate stream's last code changes the text but not the certificate
+    # (seen: one edit near the end decoded to the same COSE bytes and was rightly accepted): only a changed
+    # certificate must be rejected.
+    if signed_bytes(text) != signed_bytes(VALID):
         rejected(verifier, text)
+
+
+def signed_bytes(text: str) -> bytes | None:
+    """The COSE message a text carries, or None when it does not decode."""
+    try:
+        return zlib.decompress(base45.decode(text[4:]))
+    except Exception:
+        return None
 
 
 @SETTINGS
