@@ -1,5 +1,5 @@
 """Shared fixtures and helpers: a real Mosquitto on 127.0.0.1 (free port, persistence in tmp_path), journal and
-collector helpers, TLS material. Plain fakes live in fakes.py."""
+collector helpers, TLS material, the --update-golden option. Plain fakes live in fakes.py."""
 from __future__ import annotations
 
 import ipaddress
@@ -22,6 +22,17 @@ from typing import Callable
 import pytest
 
 BROKER_START_TIMEOUT = 10.0
+
+
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the golden screen images in tests/golden/ from the current rendering "
+                          "(then look at the changed PNGs before committing them)")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return request.config.getoption("--update-golden")
 
 
 def free_port() -> int:
