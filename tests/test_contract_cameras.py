@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from drivers import camera_replay
 from drivers.decoder_zxing import ZxingDecoder
 from fakes import ScriptedCamera
 from kiosk import config
+from kiosk.app import build_camera
 from kiosk.commands.scan import load_grey
 
 SCENES = config.REPO_ROOT / "kiosk" / "data" / "scenes"
@@ -42,7 +42,7 @@ def folder(tmp_path: Path) -> Source:
     for name in CLIP:
         (tmp_path / name).write_bytes((SCENES / name).read_bytes())
     cfg = config.load(data={"camera": {"type": "replay", "path": str(tmp_path)}})
-    return Source(camera_replay.create(cfg), scene_pictures(CLIP), 0.0)
+    return Source(build_camera(cfg), scene_pictures(CLIP), 0.0)
 
 
 def video(tmp_path: Path) -> Source:
@@ -55,7 +55,7 @@ def video(tmp_path: Path) -> Source:
         writer.write(cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR))
     writer.release()
     cfg = config.load(data={"camera": {"type": "replay", "path": str(path)}})
-    return Source(camera_replay.create(cfg), pictures, 3.0)
+    return Source(build_camera(cfg), pictures, 3.0)
 
 
 def fake(tmp_path: Path) -> Source:

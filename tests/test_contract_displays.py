@@ -1,5 +1,5 @@
 """Display port contract: one behavioural suite over the PNG display, luma's dummy device through
-drivers/display_luma (as configured, and as the 128x64 monochrome panel luma drives), and the fake.
+drivers/display_luma (as configured, and as luma drives a 128x64 monochrome panel), and the fake.
 
 A display says its size and Pillow mode; it shows a screen rendered for that size and mode (what it holds
 afterwards is that screen); the core's Feedback drives it; close() may be called more than once.
@@ -12,9 +12,10 @@ from typing import Any, Callable
 import pytest
 from PIL import Image
 
-from drivers import display_luma, display_png
+from drivers import display_luma
 from fakes import RecordingDisplay
 from kiosk import config
+from kiosk.app import build_display
 from kiosk.feedback import Feedback
 from kiosk.model import BLACK, GREEN, INVALID, Decision
 from kiosk.screens import IdleView, render
@@ -34,8 +35,8 @@ class Panel:
 
 
 def png(tmp_path) -> Panel:
-    display = display_png.create(config.load(data={"display": {"type": "png", "path": str(tmp_path / "screens"),
-                                                               "width": 800, "height": 480}}))
+    display = build_display(config.load(data={"display": {"type": "png", "path": str(tmp_path / "screens"),
+                                                          "width": 800, "height": 480}}))
 
     def held() -> Image.Image | None:
         files = sorted((tmp_path / "screens").glob("*.png"))
@@ -48,7 +49,7 @@ def png(tmp_path) -> Panel:
 
 
 def luma_dummy(tmp_path) -> Panel:
-    display = display_luma.create(config.load(data={"display": {"type": "dummy", "width": 128, "height": 128}}))
+    display = build_display(config.load(data={"display": {"type": "dummy", "width": 128, "height": 128}}))
     return Panel(display, lambda: display.device.image)
 
 

@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import pytest
 
-from drivers import reader_evdev, reader_serial
 from fakes import QueueReader, StandInDevice, Typist
 from kiosk import config
+from kiosk.app import build_reader
 
 # What a keyboard wedge can type (US layout, no diacritics): a personal QR, a staff badge, a signed certificate.
 SCANS = ["079090000001|NGUYEN VAN THU|1990-12-01|0|163000000000000001|<1<DN4790000000001<0900000001",
@@ -35,7 +35,7 @@ class Wired:
 def serial(monkeypatch) -> Wired:
     master, slave = os.openpty()
     cfg = config.load(data={"reader": {"type": "serial", "port": os.ttyname(slave), "baudrate": 115200}})
-    reader = reader_serial.create(cfg)
+    reader = build_reader(cfg)
     reader.start()
     os.close(slave)  # pyserial holds its own descriptor
     return Wired(reader, lambda text: os.write(master, text.encode("utf-8") + b"\r"), lambda: os.close(master))
@@ -46,7 +46,7 @@ def evdev_wedge(monkeypatch) -> Wired:
     monkeypatch.setattr(evdev, "InputDevice", StandInDevice)
     device = StandInDevice.plug("/dev/input/by-id/usb-QR_Scanner-event-kbd")
     cfg = config.load(data={"reader": {"type": "evdev", "device": device.path}})
-    reader = reader_evdev.create(cfg)
+    reader = build_reader(cfg)
     reader.start()
     typist = Typist()
     return Wired(reader, lambda text: device.push(typist.text(text)), device.cleanup)
