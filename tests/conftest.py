@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Mosquitto on 127.0.0.1 (free port, persistence in tmp_path) and journal helpers."""
+"""Shared fixtures and helpers: a real Mosquitto on 127.0.0.1 (free port, persistence in tmp_path), journal and
+collector helpers, TLS material, the --update-golden option. Plain fakes live in fakes.py."""
 from __future__ import annotations
 
 import ipaddress
@@ -23,6 +24,17 @@ import pytest
 BROKER_START_TIMEOUT = 10.0
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite the golden screen images in tests/golden/ from the current rendering "
+                          "(then look at the changed PNGs before committing them)")
+
+
+@pytest.fixture
+def update_golden(request) -> bool:
+    return request.config.getoption("--update-golden")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,25 +57,6 @@ def tmp_sets(tmp_path, *extra: str) -> list[str]:
               f"trust.path={tmp_path}/trust.json", f"display.path={tmp_path}/screens", *extra):
         argv += ["--set", s]
     return argv
-
-
-class QueueReader:
-    """A dedicated-reader port fed by the test (texts put on `texts`); the App may read it on its own thread."""
-
-    def __init__(self):
-        self.texts: queue.SimpleQueue[str] = queue.SimpleQueue()
-
-    def start(self):
-        pass
-
-    def close(self):
-        pass
-
-    def read(self, timeout):
-        try:
-            return self.texts.get(timeout=timeout) if timeout > 0 else self.texts.get_nowait()
-        except queue.Empty:
-            return None
 
 
 class Broker:

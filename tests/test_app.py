@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QueueReader, tmp_sets
+from conftest import tmp_sets
+from fakes import BrokenDisplay, DeadReader, LoopWatchdog, ManualTime, QueueReader, ScriptedCamera
 from kiosk import config
 from kiosk.app import App, DeviceGuard
 from kiosk.cli import main
@@ -40,33 +41,6 @@ def scene(name_part: str):
     return load_grey(str(path))
 
 
-class ScriptedCamera:
-    """A camera port playing a script: a frame, None (end of input), an exception to raise, or a callable
-    run inside read() (on the App's thread) before moving on."""
-
-    def __init__(self, script):
-        self.script = list(script)
-        self.starts = self.closes = self.reads = 0
-
-    def start(self):
-        self.starts += 1
-
-    def close(self):
-        self.closes += 1
-
-    def read(self):
-        self.reads += 1
-        while self.script:
-            item = self.script.pop(0)
-            if callable(item):
-                item()
-                continue
-            if isinstance(item, Exception):
-                raise item
-            return item
-        return None
-
-
 def journal_rows(tmp_path):
     db = sqlite3.connect(tmp_path / "journal.sqlite")
     db.row_factory = sqlite3.Row
@@ -85,29 +59,16 @@ def journaled_events(app) -> queue.SimpleQueue:
 def app_in_thread(make_app):
     """Build and run an App on its own thread (the journal's SQLite connection belongs to one thread)."""
     result: dict = {}
-    started = threading.Event()
-
-    class Watchdog:  # App.run calls ready() once every device is open
-        def ready(self):
-            started.set()
-
-        def progress(self):
-            pass
-
-        def tick(self):
-            pass
-
-        def report(self, alarms):
-            pass
+    watchdog = LoopWatchdog()  # App.run calls ready() once every device is open
 
     def main():
         result["app"] = app = make_app()
         result["events"] = journaled_events(app)
-        result["r"] = app.run(watchdog=Watchdog())
+        result["r"] = app.run(watchdog=watchdog)
 
     thread = threading.Thread(target=main, daemon=True)
     thread.start()
-    assert started.wait(TIMEOUT)
+    assert watchdog.started.wait(TIMEOUT)
     return thread, result
 
 
@@ -146,34 +107,29 @@ def test_app_over_the_bundled_scenes(tmp_path):
 
 # ---------------------------------------------------------------- device failures
 def test_device_guard_backs_off_and_reopens():
-    now = [100.0]
+    manual = ManualTime()
     camera = ScriptedCamera([DeviceError("gone"), DeviceError("gone"), "frame"])
-    guard = DeviceGuard("camera", camera, retry_seconds=1.0, monotonic=lambda: now[0])
+    guard = DeviceGuard("camera", camera, retry_seconds=1.0, monotonic=manual.monotonic)
     assert guard.call(camera.read, default="down") == "down" and guard.failed and camera.closes == 1
-    now[0] += 0.5
+    manual.advance(0.5)
     assert guard.call(camera.read, default="down") == "down" and camera.reads == 1  # waiting: not retried
-    now[0] += 0.5
+    manual.advance(0.5)
     assert guard.call(camera.read, default="down") == "down" and camera.reads == 2 and camera.starts == 1
-    now[0] += 1.9  # second failure: backoff doubled to 2 s
+    manual.advance(1.9)  # second failure: backoff doubled to 2 s
     assert guard.call(camera.read, default="down") == "down" and camera.reads == 2
-    now[0] += 0.1
+    manual.advance(0.1)
     assert guard.call(camera.read, default="down") == "frame" and camera.starts == 2
     assert not guard.failed and guard.failures == 0
 
 
 def test_camera_failing_mid_run_alarms_retries_and_recovers(tmp_path):
-    ticks = [0.0]
-
-    def monotonic():
-        ticks[0] += 1.0  # every guard call is a second later: retries are due at once
-        return ticks[0]
-
+    manual = ManualTime(step=1.0)  # every guard call is a second later: retries are due at once
     seen_alarms = []
     failure = DeviceError("camera unplugged")
     script = [scene("thu_phone"), failure, failure, failure,
               lambda: seen_alarms.append(list(app.alarms())), scene("mau_masked"), None]
     camera = ScriptedCamera(script)
-    app = App(make_cfg(tmp_path), devices={"camera": camera}, monotonic=monotonic)
+    app = App(make_cfg(tmp_path), devices={"camera": camera}, monotonic=manual.monotonic)
     result = app.run()
     assert result.stopped_because == "end_of_input"
     assert "camera_failed" in seen_alarms[0]
@@ -257,15 +213,10 @@ def test_injected_reader_failure_alarm_and_recovery(tmp_path):
     reader.read = read
     reader.texts.put("C0000004|PHAM MINH KHACH|1970-01-31|0|163000000000000004|")
     seen = []
-    ticks = [0.0]
-
-    def monotonic():
-        ticks[0] += 1.0  # retries are due at once
-        return ticks[0]
-
+    manual = ManualTime(step=1.0)  # retries are due at once
     camera = ScriptedCamera([scene("idle"), lambda: seen.append(app.alarms()), scene("idle"), scene("idle"),
                              scene("idle")])
-    app = App(make_cfg(tmp_path), devices={"camera": camera, "reader": reader}, monotonic=monotonic)
+    app = App(make_cfg(tmp_path), devices={"camera": camera, "reader": reader}, monotonic=manual.monotonic)
     result = app.run(max_frames=4)
     assert "reader_failed" in seen[0]
     assert "reader_failed" not in app.alarms()
@@ -360,20 +311,6 @@ def test_journal_full_disk_with_sqlite_page_limit(tmp_path):
 
 
 # ---------------------------------------------------------------- display failure
-class BrokenDisplay:
-    size, mode = (128, 64), "1"
-
-    def __init__(self):
-        self.broken = True
-
-    def show(self, image):
-        if self.broken:
-            raise OSError("I2C remote I/O error")
-
-    def close(self):
-        pass
-
-
 def test_display_failure_is_an_alarm(tmp_path):
     display = BrokenDisplay()
     seen = []
@@ -455,7 +392,8 @@ def _old_decision(reason: str, days: int) -> Decision:
 def test_retention_purge(tmp_path, mqtt):
     extra = ["mqtt.enabled=true", "mqtt.port=1"] if mqtt else []  # nothing listens on port 1
     # monotonic 10 s: the kiosk service starts right after boot, and purges at once all the same
-    app = App(make_cfg(tmp_path, *extra), devices={"camera": ScriptedCamera([None])}, monotonic=lambda: 10.0)
+    app = App(make_cfg(tmp_path, *extra), devices={"camera": ScriptedCamera([None])},
+              monotonic=ManualTime(monotonic=10.0).monotonic)
     for reason, days in (("old_sent", 30), ("old_unsent", 30), ("recent", 3)):
         app.journal.append(_old_decision(reason, days))
     app.journal._db.execute("UPDATE checkins SET up_state = 'confirmed' WHERE reason = 'old_sent'")
@@ -490,32 +428,6 @@ def test_kiosk_run_device_and_config_errors(tmp_path, capsys, override, status, 
 
 
 # ---------------------------------------------------------------- loop pace without input
-class RoundCounter:
-    """A watchdog stand-in: App.run calls progress() once per loop round; stops the app after `rounds`."""
-
-    def __init__(self, rounds: int):
-        self.rounds, self.count, self.app = rounds, 0, None
-
-    def ready(self):
-        pass
-
-    def tick(self):
-        pass
-
-    def report(self, alarms):
-        pass
-
-    def progress(self):
-        self.count += 1
-        if self.count >= self.rounds:
-            self.app.stop()
-
-
-class DeadReader(QueueReader):
-    def read(self, timeout):
-        raise DeviceError("reader unplugged")
-
-
 @pytest.mark.parametrize("devices,extra", [
     ({"camera": None, "reader": None}, ()),                           # nothing to wait on
     ({"camera": None, "reader": DeadReader()}, ()),                   # the only input is down
@@ -524,8 +436,7 @@ class DeadReader(QueueReader):
 ], ids=["no-input", "reader-down", "camera-down", "replay-ended-with-reader"])
 def test_loop_does_not_spin_when_no_device_blocks(tmp_path, devices, extra):
     app = App(make_cfg(tmp_path, *extra), devices=devices)
-    counter = RoundCounter(5)
-    counter.app = app
+    counter = LoopWatchdog(app, stop_after=5)  # App.run calls progress() once per loop round
     started = time.monotonic()
     result = app.run(watchdog=counter)
     assert result.stopped_because == "stopped"

@@ -17,6 +17,7 @@ from drivers.camera_picamera2 import Picamera2Camera
 from drivers.camera_replay import ReplayCamera
 from drivers.camera_v4l2 import V4l2Camera
 from drivers.decoder_zxing import ZxingDecoder
+from fakes import ManualTime
 from kiosk import config
 from kiosk.errors import DeviceError
 
@@ -308,17 +309,12 @@ def test_picamera2_failing_mid_run_keeps_the_kiosk_running(picam, tmp_path):
     """The real App loop over the picamera2 adapter: alarm while the camera is down, then it recovers."""
     from kiosk.app import App
 
-    ticks = [0.0]
-
-    def monotonic():
-        ticks[0] += 1.0  # every guard call is a second later: retries are due at once
-        return ticks[0]
-
+    manual = ManualTime(step=1.0)  # every guard call is a second later: retries are due at once
     cfg = config.load(data={"camera": {"type": "picamera2", "retry_seconds": 0.5}, "display": {"type": "none"},
                             "gpio": {"pin_factory": "mock"}, "mqtt": {"enabled": False}},
                       overrides=[f"journal.path={tmp_path}/j.sqlite", f"roster.path={tmp_path}/r.json",
                                  f"trust.path={tmp_path}/t.json"])
-    app = App(cfg, monotonic=monotonic)
+    app = App(cfg, monotonic=manual.monotonic)
     seen = []
     reads = {"n": 0}
     real_read = app.camera.read

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from fakes import ManualTime
 from kiosk import config
 from kiosk.clock import STA_UNSYNC, FixedClock, KernelTime, SystemClock, create_clock, kernel_adjtimex
 
@@ -23,24 +24,16 @@ class Probe:
         return self.answer
 
 
-class Mono:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        return self.t
-
-
 def make(tmp_path, answer, *, flag=False, fake_hwclock=False, source="system"):
     flag_path, data_path = tmp_path / "synchronized", tmp_path / "fake-hwclock.data"
     if flag:
         flag_path.touch()
     if fake_hwclock:
         data_path.write_text("2021-11-14 23:00:00\n")
-    probe, mono = Probe(answer), Mono()
+    probe, manual = Probe(answer), ManualTime()
     clock = SystemClock("Asia/Ho_Chi_Minh", source, adjtimex=probe, timesync_flag=flag_path,
-                        fake_hwclock_data=data_path, monotonic=mono)
-    return clock, probe, mono
+                        fake_hwclock_data=data_path, monotonic=manual.monotonic)
+    return clock, probe, manual
 
 
 def test_kernel_says_synchronised(tmp_path):
@@ -72,12 +65,12 @@ def test_timesyncd_flag_file_counts_when_kernel_is_unavailable(tmp_path):
 
 
 def test_fake_hwclock_after_offline_reboot(tmp_path, caplog):
-    clock, probe, mono = make(tmp_path, UNSYNCED, fake_hwclock=True)
+    clock, probe, manual = make(tmp_path, UNSYNCED, fake_hwclock=True)
     with caplog.at_level(logging.INFO, logger="kiosk.clock"):
         assert not clock.synced()
         assert clock.state() == "fake-hwclock"
         probe.answer = SYNCED  # NTP confirms
-        mono.t += 10
+        manual.advance(10)
         assert clock.synced()
     assert [r.getMessage() for r in caplog.records] == [
         "clock not synchronised: time restored by fake-hwclock after a reboot, waiting for NTP",
@@ -85,22 +78,22 @@ def test_fake_hwclock_after_offline_reboot(tmp_path, caplog):
 
 
 def test_answer_is_cached_and_changes_logged_once(tmp_path, caplog):
-    clock, probe, mono = make(tmp_path, UNSYNCED)
+    clock, probe, manual = make(tmp_path, UNSYNCED)
     with caplog.at_level(logging.INFO, logger="kiosk.clock"):
         for _ in range(100):
             clock.synced()
         assert probe.calls == 1
-        mono.t += 5.0
+        manual.advance(5.0)
         clock.synced()
         assert probe.calls == 2
         probe.answer = SYNCED
         assert not clock.synced()  # still the cached answer
-        mono.t += 5.0
+        manual.advance(5.0)
         for _ in range(10):
             assert clock.synced()
-            mono.t += 5.0
+            manual.advance(5.0)
         probe.answer = UNSYNCED
-        mono.t += 5.0
+        manual.advance(5.0)
         assert not clock.synced()
     assert [r.getMessage().split(":")[0].split(" (")[0] for r in caplog.records] == [
         "clock not synchronised", "clock synchronised", "clock not synchronised"]
@@ -131,10 +124,10 @@ def test_real_kernel_adjtimex_is_readable():
 
 
 def test_fixed_clock_settable():
-    mono = Mono()
+    manual = ManualTime()
     start = datetime(2021, 11, 15, 9, 0, tzinfo=timezone(timedelta(hours=7)))
-    clock = FixedClock(start, monotonic=mono)
-    mono.t += 60
+    clock = FixedClock(start, monotonic=manual.monotonic)
+    manual.advance(60)
     assert clock.now() == start and clock.synced()
     clock.advance(30)
     assert clock.now() == start + timedelta(seconds=30)
@@ -145,10 +138,10 @@ def test_fixed_clock_settable():
 
 
 def test_fixed_clock_running_moves_on():
-    mono = Mono()
+    manual = ManualTime()
     start = datetime(2021, 11, 15, 9, 0, tzinfo=timezone.utc)
-    clock = FixedClock(start, running=True, monotonic=mono)
-    mono.t += 12.5
+    clock = FixedClock(start, running=True, monotonic=manual.monotonic)
+    manual.advance(12.5)
     assert clock.now() == start + timedelta(seconds=12.5)
 
 

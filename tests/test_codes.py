@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fakes import StubDcc
 from kiosk.codes import classify
 from kiosk.masking import mask_birth, mask_id, mask_name, subject
 from kiosk.model import BADGE, CCCD, DCC, PERSONAL_QR, UNKNOWN, ParsedCode, Person
@@ -200,17 +201,8 @@ def test_leap_day_is_a_date():
 
 
 # ------------------------------------------------------------------ DCC and badges
-class StubDcc:
-    def __init__(self):
-        self.calls = []
-
-    def parse(self, text, now):
-        self.calls.append((text, now))
-        return ParsedCode(DCC, error="bad_signature")
-
-
 def test_dcc_goes_to_the_verifier_with_the_instant():
-    dcc, now = StubDcc(), datetime(2022, 3, 1, tzinfo=timezone.utc)
+    dcc, now = StubDcc(ParsedCode(DCC, error="bad_signature")), datetime(2022, 3, 1, tzinfo=timezone.utc)
     assert classify("HC1:NCFOXN%TS3DH\r", dcc=dcc, now=now) == ParsedCode(DCC, error="bad_signature")
     assert dcc.calls == [("HC1:NCFOXN%TS3DH", now)]
     assert classify("HC1:NCFOXN%TS3DH") == ParsedCode(DCC, error="unsupported")

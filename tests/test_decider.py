@@ -8,6 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fakes import ManualTime, StubDcc
 from kiosk import config
 from kiosk.debounce import Debouncer
 from kiosk.decider import Decider
@@ -49,16 +50,6 @@ def roster(tmp_path):
 
 def decider(tmp_path, roster, mode="health", dcc=None, **site):
     return Decider(make_cfg(tmp_path, mode, **site), roster, KEY, dcc=dcc)
-
-
-class StubDcc:
-    """Stands in for the verifier: returns a fixed result (the verifier has its own tests)."""
-
-    def __init__(self, result):
-        self.result = result
-
-    def parse(self, text, now):
-        return self.result
 
 
 def signed(health, name="NGUYEN VAN THU"):
@@ -288,18 +279,18 @@ def test_debounce_memory_is_bounded():
 
 
 def test_a_code_in_view_is_one_sighting_while_it_stays_and_memory_is_bounded():
-    mono = [0.0]
-    deb = Debouncer(10, monotonic=lambda: mono[0], max_texts=3)
+    manual = ManualTime()
+    deb = Debouncer(10, monotonic=manual.monotonic, max_texts=3)
     assert not deb.in_view("code a")
     for _ in range(5):  # held in front of the camera for 40 s: every sighting refreshes the window
-        mono[0] += 8
+        manual.advance(8)
         assert deb.in_view("code a")
-    mono[0] += 10
+    manual.advance(10)
     assert not deb.in_view("code a")  # gone for the whole window: a new sighting
     for text in ("b", "c", "d"):
         deb.in_view(text)
     assert len(deb._texts) == 3 and not deb.in_view("code a")  # the oldest was forgotten
-    off = Debouncer(0, monotonic=lambda: 0.0)
+    off = Debouncer(0, monotonic=ManualTime().monotonic)
     assert not off.in_view("x") and not off.in_view("x")  # window 0: suppression off
 
 

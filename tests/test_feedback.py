@@ -8,6 +8,7 @@ from luma.core.device import dummy
 
 from drivers import display_png
 from drivers.display_luma import LumaDisplay
+from fakes import BlockingDisplay, BrokenDisplay, BrokenIndicator, ManualTime
 from kiosk import config
 from kiosk.app import build_gpio
 from kiosk.errors import DeviceError
@@ -34,14 +35,6 @@ def highs(pin):
     """How many times a mock pin went high after its initial state."""
     states = [bool(s.state) for s in pin.states]
     return sum(1 for before, after in zip(states, states[1:]) if after and not before)
-
-
-class FakeClock:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        return self.t
 
 
 @pytest.fixture
@@ -117,23 +110,6 @@ def test_tonal_buzzer_plays_the_right_number_of_tones():
     p.close()
 
 
-class BlockingDisplay:
-    size, mode = (128, 64), "1"
-
-    def __init__(self):
-        self.release = threading.Event()
-        self.entered = threading.Event()
-        self.shown = []
-
-    def show(self, image):
-        self.entered.set()
-        assert self.release.wait(5.0)
-        self.shown.append(image.info["view"])
-
-    def close(self):
-        pass
-
-
 def test_show_returns_before_a_slow_display_and_only_the_newest_screen_is_drawn(parts):
     display = BlockingDisplay()
     fb = Feedback(display, parts.indicator, parts.buzzer, parts.relay, result_seconds=3.0)
@@ -146,20 +122,20 @@ def test_show_returns_before_a_slow_display_and_only_the_newest_screen_is_drawn(
     assert parts.indicator.red.pin.state  # the LED already answered
     display.release.set()
     assert fb.wait_drawn(3.0)
-    assert display.shown == ["idle", INVALID]
+    assert display.views == ["idle", INVALID]
     fb.close()
 
 
 def test_tick_brings_back_the_idle_screen_after_result_seconds(panel):
-    clock = FakeClock()
-    fb = Feedback(panel, None, None, None, result_seconds=3.0, monotonic=clock)
+    manual = ManualTime()
+    fb = Feedback(panel, None, None, None, result_seconds=3.0, monotonic=manual.monotonic)
     fb.show(decision(GREEN))
     assert fb.wait_drawn(3.0)
     green = panel.device.image.tobytes()
-    clock.t += 2.9
+    manual.advance(2.9)
     fb.tick()
     assert fb.wait_drawn(3.0) and panel.device.image.tobytes() == green
-    clock.t += 0.2
+    manual.advance(0.2)
     fb.tick()
     assert fb.wait_drawn(3.0)
     assert panel.device.image.tobytes() == render(IdleView(), (128, 64), "1", "vi").tobytes()
@@ -176,21 +152,6 @@ def test_alarms_redraw_the_idle_screen_only_when_they_change(panel):
     expected = render(IdleView(alarms=("mqtt_offline",)), (128, 64), "1", "en")
     assert panel.device.image.tobytes() == expected.tobytes()
     fb.close()
-
-
-class BrokenDisplay:
-    size, mode = (128, 64), "1"
-
-    def show(self, image):
-        raise OSError("I2C write failed")
-
-    def close(self):
-        raise OSError("still broken")
-
-
-class BrokenIndicator:
-    def flash(self, colour, seconds):
-        raise RuntimeError("pin gone")
 
 
 def test_device_failures_are_counted_logged_once_and_never_raised(parts, caplog):

@@ -2,6 +2,7 @@
 import pytest
 
 from conftest import fill_journal, journal_states
+from fakes import ManualTime
 from kiosk.stores.outbox import Outbox
 
 
@@ -37,15 +38,15 @@ def test_states_only_move_forward(journal):
 
 def test_published_unconfirmed_are_resent_after_the_resend_time(journal):
     path, ids = journal
-    now = [1000.0]
-    box = Outbox(path, wall=lambda: now[0])
+    manual = ManualTime()
+    box = Outbox(path, wall=manual.wall)
     box.mark_published(ids)
-    assert box.next_batch(10, resend_before_epoch=now[0] - 300) == []   # too recent
-    now[0] += 301
-    assert [r["id"] for r in box.next_batch(10, resend_before_epoch=now[0] - 300)] == ids
+    assert box.next_batch(10, resend_before_epoch=manual.wall() - 300) == []   # too recent
+    manual.advance(301)
+    assert [r["id"] for r in box.next_batch(10, resend_before_epoch=manual.wall() - 300)] == ids
     box.mark_published(ids[:4])  # re-sent and PUBACKed again: the resend timer restarts for those
-    assert [r["id"] for r in box.next_batch(10, resend_before_epoch=now[0] - 300)] == ids[4:]
-    assert [r["up_attempts"] for r in box.next_batch(10, resend_before_epoch=now[0] + 1)][:5] == [2, 2, 2, 2, 1]
+    assert [r["id"] for r in box.next_batch(10, resend_before_epoch=manual.wall() - 300)] == ids[4:]
+    assert [r["up_attempts"] for r in box.next_batch(10, resend_before_epoch=manual.wall() + 1)][:5] == [2, 2, 2, 2, 1]
 
 
 def test_watermark_confirms_published_rows_up_to_seq(journal):

@@ -1,61 +1,18 @@
 """Pipeline logic: feedback before journal, repeat suppression, journal failure hold-and-flush."""
-from datetime import datetime, timedelta, timezone
+import numpy as np
 
-from kiosk.errors import StorageError
-from kiosk.model import BLACK, GREEN, INVALID, Decision
+from fakes import FlakyJournal, ManualTime, RecordingFeedback, StubDecider, TableDecoder
+from kiosk.model import BLACK, GREEN, INVALID
 from kiosk.pipeline import Pipeline
-
-T0 = datetime(2021, 11, 15, 9, 0, tzinfo=timezone(timedelta(hours=7)))
-
-
-class StubDecider:
-    """Verdict chosen by the payload's first word; subject_ref = the payload's second word."""
-
-    def decide(self, text, now, clock_synced, *, roster_stale=False, trust_stale=False):
-        verdict, _, ref = text.partition(" ")
-        return Decision(kind="personal_qr", verdict=verdict, reason="r", subject_ref=ref or None, at=now,
-                        clock_synced=clock_synced)
-
-
-class Recorder:
-    def __init__(self, log):
-        self.log = log
-
-    def show(self, decision):
-        self.log.append(("feedback", decision.verdict))
-
-
-class FlakyJournal:
-    def __init__(self, log):
-        self.log, self.fail, self.rows = log, False, []
-
-    def append(self, decision):
-        if self.fail:
-            raise StorageError("disk full")
-        self.rows.append(decision)
-        self.log.append(("journal", decision.verdict))
-        return {"seq": len(self.rows)}
-
-
-class StepClock:
-    def __init__(self):
-        self.t = T0
-
-    def now(self):
-        return self.t
-
-    def synced(self):
-        return True
 
 
 def make(log, debounce=10.0):
-    clock = StepClock()
-    mono = [0.0]
+    manual = ManualTime()
     journal = FlakyJournal(log)
     notified = []
-    p = Pipeline(decider=StubDecider(), feedback=Recorder(log), journal=journal, clock=clock,
-                 debounce_seconds=debounce, on_journaled=notified.append, monotonic=lambda: mono[0])
-    return p, journal, clock, mono, notified
+    p = Pipeline(decider=StubDecider(), feedback=RecordingFeedback(log), journal=journal, clock=manual.clock(),
+                 debounce_seconds=debounce, on_journaled=notified.append, monotonic=manual.monotonic)
+    return p, journal, manual, notified
 
 
 def test_feedback_is_issued_before_the_journal_write():
@@ -68,35 +25,33 @@ def test_feedback_is_issued_before_the_journal_write():
 
 def test_same_code_in_view_and_same_person_are_one_checkin():
     log = []
-    p, journal, clock, mono, _ = make(log, debounce=10.0)
+    p, journal, manual, _ = make(log, debounce=10.0)
     assert p.handle_text("green alice") is not None
-    mono[0] += 0.03
+    manual.advance(0.03)
     assert p.handle_text("green alice") is None          # same text, next frame
     assert p.handle_text("black bob") is not None
-    mono[0] += 20
-    clock.t += timedelta(seconds=5)
-    assert p.handle_text("green alice") is None          # text window passed, person window has not
-    clock.t += timedelta(seconds=11)
-    mono[0] += 20
-    assert p.handle_text("green alice") is not None
+    manual.advance(5)
+    assert p.handle_text("green cccd alice") is None     # another code of hers: the person window has not passed
+    manual.advance(11)
+    assert p.handle_text("green alice") is not None      # both windows passed
     assert p.counters.checkins == 3 and p.counters.repeats == 2
     assert [d.subject_ref for d in journal.rows] == ["alice", "bob", "alice"]
 
 
 def test_invalid_codes_without_subject_are_suppressed_while_in_view_only():
     log = []
-    p, journal, clock, mono, _ = make(log, debounce=2.0)
+    p, journal, manual, _ = make(log, debounce=2.0)
     assert p.handle_text("invalid") is not None
-    mono[0] += 1.0
+    manual.advance(1.0)
     assert p.handle_text("invalid") is None
-    mono[0] += 3.0
+    manual.advance(3.0)
     assert p.handle_text("invalid") is not None
     assert p.counters.invalid == 2
 
 
 def test_journal_failure_keeps_feedback_and_flushes_when_writable_again():
     log = []
-    p, journal, clock, mono, notified = make(log)
+    p, journal, _, notified = make(log)
     journal.fail = True
     assert p.handle_text("green a1") is not None
     assert p.handle_text("black b1") is not None
@@ -123,13 +78,10 @@ def test_decoder_exception_counts_and_never_raises():
 
 
 def test_every_code_in_a_frame_is_handled():
-    class Two:
-        def decode(self, frame):
-            return ["green x", "invalid"]
-
+    frame = np.full((48, 64), 200, np.uint8)
     log = []
     p, journal, *_ = make(log)
-    p.decoder = Two()
-    out = p.handle_frame(object())
+    p.decoder = TableDecoder([(frame, ["green x", "invalid"])])
+    out = p.handle_frame(frame)
     assert [d.verdict for d in out] == [GREEN, INVALID]
     assert len(journal.rows) == 2

@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import os
-import select
 import subprocess
 import sys
 import threading
-from collections import deque
 from pathlib import Path
 
 import pytest
 
 from drivers import reader_evdev, reader_serial
+from fakes import StandInDevice, Typist
 from kiosk import config
 from kiosk.codes import classify
 from kiosk.errors import DeviceError
@@ -222,93 +221,7 @@ def test_serial_create_from_config(tmp_path):
 
 # ---------------------------------------------------------------- evdev (keyboard wedge)
 evdev = pytest.importorskip("evdev")
-from evdev import InputEvent, categorize, ecodes  # noqa: E402
-
-_NAMES = ([f"KEY_{c}" for c in "ABCDEFGHIJKLMNOPQRSTUVWXYZ1234567890"]
-          + ["KEY_MINUS", "KEY_EQUAL", "KEY_LEFTBRACE", "KEY_RIGHTBRACE", "KEY_BACKSLASH", "KEY_SEMICOLON",
-             "KEY_APOSTROPHE", "KEY_COMMA", "KEY_DOT", "KEY_SLASH", "KEY_GRAVE", "KEY_SPACE"])
-_PLAIN = "abcdefghijklmnopqrstuvwxyz1234567890-=[]\\;',./` "
-_SHIFTED = "ABCDEFGHIJKLMNOPQRSTUVWXYZ!@#$%^&*()_+{}|:\"<>?~ "
-US = {**{c: (n, False) for c, n in zip(_PLAIN, _NAMES)}, **{c: (n, True) for c, n in zip(_SHIFTED, _NAMES)}}
-
-
-class Typist:
-    """Real evdev events as a US keyboard wedge emits them, with its own timestamps (5 ms per key)."""
-
-    def __init__(self, t0: float = 1000.0):
-        self.t = t0
-
-    def _ev(self, etype, code, value):
-        self.t += 0.0025
-        sec, usec = int(self.t), int(round((self.t % 1) * 1e6))
-        return InputEvent(sec, usec, etype, code, value)
-
-    def key(self, name: str, shift: bool = False, modifier: str | None = None) -> list:
-        out = []
-        held = ([ecodes.ecodes["KEY_LEFTSHIFT"]] if shift else []) + ([ecodes.ecodes[modifier]] if modifier else [])
-        code = ecodes.ecodes[name]
-        for h in held:
-            out.append(self._ev(ecodes.EV_KEY, h, 1))
-        out += [self._ev(ecodes.EV_MSC, ecodes.MSC_SCAN, 0x70000), self._ev(ecodes.EV_KEY, code, 1),
-                self._ev(ecodes.EV_SYN, 0, 0), self._ev(ecodes.EV_KEY, code, 0), self._ev(ecodes.EV_SYN, 0, 0)]
-        for h in held:
-            out.append(self._ev(ecodes.EV_KEY, h, 0))
-        return out
-
-    def text(self, text: str, enter: str | None = "KEY_ENTER") -> list:
-        events = [e for ch in text for e in self.key(US[ch][0], US[ch][1])]
-        return events + (self.key(enter) if enter else [])
-
-    def pause(self, seconds: float) -> None:
-        self.t += seconds
-
-
-class StandInDevice:
-    """Mimics exactly the evdev.InputDevice calls the reader uses; readiness through a real pipe for select()."""
-
-    instances: dict[str, "StandInDevice"] = {}
-
-    def __init__(self, path: str):
-        if path not in self.instances:
-            raise FileNotFoundError(2, "No such file or directory", path)
-        self.__dict__ = self.instances[path].__dict__
-
-    @classmethod
-    def plug(cls, path: str) -> "StandInDevice":
-        dev = object.__new__(cls)
-        dev.path, dev.grabbed, dev.closed, dev.unplugged = path, False, False, False
-        dev.events, dev._r, dev._w = deque(), *os.pipe()
-        cls.instances[path] = dev
-        return dev
-
-    def push(self, events) -> None:
-        self.events.extend(events)
-        os.write(self._w, b"!")
-
-    def fileno(self) -> int:
-        return self._r
-
-    def grab(self) -> None:
-        self.grabbed = True
-
-    def ungrab(self) -> None:
-        self.grabbed = False
-
-    def close(self) -> None:
-        self.closed = True
-
-    def read_one(self):
-        if self.unplugged:
-            raise OSError(19, "No such device")
-        if not self.events:
-            while select.select([self._r], [], [], 0)[0]:
-                os.read(self._r, 4096)
-            return None
-        return self.events.popleft()
-
-    def cleanup(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
+from evdev import categorize, ecodes  # noqa: E402
 
 
 @pytest.fixture
@@ -355,7 +268,7 @@ def test_evdev_other_read_suffixes(wedge, suffix):
 
 def test_evdev_every_printable_ascii_character(wedge):
     reader, dev, typist = wedge
-    text = "".join(US)
+    text = "".join(Typist.US)
     dev.push(typist.text(text, enter="KEY_KPENTER"))
     assert reader.read(1.0) == text
 

@@ -5,8 +5,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest import (QueueReader, assert_exactly_once, fill_journal, journal_states, kiosk_config,
-                      running_collector, wait_for)
+from conftest import assert_exactly_once, fill_journal, journal_states, kiosk_config, running_collector, wait_for
+from fakes import QueueReader
 from kiosk.errors import DataError
 from kiosk.stores.journal import Journal
 from kiosk.model import GREEN, Decision

@@ -5,9 +5,9 @@ import os
 import socket
 import threading
 
-import numpy as np
 import pytest
 
+from fakes import ManualTime, StallingCamera
 from kiosk.watchdog import Notifier, Watchdog, watchdog_interval
 
 
@@ -32,14 +32,6 @@ def received(sock) -> list[str]:
         return out
     finally:
         sock.settimeout(2.0)
-
-
-class Mono:
-    def __init__(self):
-        self.t = 1000.0
-
-    def __call__(self):
-        return self.t
 
 
 def test_ready_status_stopping(systemd_socket):
@@ -75,18 +67,18 @@ def test_missing_socket_never_raises(tmp_path, caplog):
 
 def test_pings_while_progressing_and_stop_when_stalled(systemd_socket):
     sock, path = systemd_socket
-    mono = Mono()
-    dog = Watchdog(Notifier({"NOTIFY_SOCKET": path}), interval=15.0, monotonic=mono)
+    manual = ManualTime()
+    dog = Watchdog(Notifier({"NOTIFY_SOCKET": path}), interval=15.0, monotonic=manual.monotonic)
     dog.ready()
     assert received(sock) == ["READY=1"]
     for _ in range(4):  # a healthy loop: progress on every iteration, 125 ms apart
         for _ in range(120):
-            mono.t += 0.125
+            manual.advance(0.125)
             dog.progress()
             dog.tick()
     assert received(sock) == ["WATCHDOG=1"] * 4  # one per interval, not one per iteration
     for _ in range(600):  # the loop stalls: it still ticks (e.g. a timer thread) but makes no progress
-        mono.t += 0.1
+        manual.advance(0.1)
         dog.tick()
     assert received(sock) == []
     dog.progress()  # it recovers
@@ -96,7 +88,7 @@ def test_pings_while_progressing_and_stop_when_stalled(systemd_socket):
 
 def test_tick_with_explicit_time(systemd_socket):
     sock, path = systemd_socket
-    dog = Watchdog(Notifier({"NOTIFY_SOCKET": path}), interval=10.0, monotonic=lambda: 0.0)
+    dog = Watchdog(Notifier({"NOTIFY_SOCKET": path}), interval=10.0, monotonic=ManualTime(monotonic=0.0).monotonic)
     dog.progress()
     assert not dog.tick(now=5.0)
     assert dog.tick(now=10.0)
@@ -108,7 +100,7 @@ def test_tick_with_explicit_time(systemd_socket):
 def test_watchdog_off_without_watchdog_usec(systemd_socket, monkeypatch):
     sock, path = systemd_socket
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
-    dog = Watchdog(Notifier({"NOTIFY_SOCKET": path}), monotonic=Mono())
+    dog = Watchdog(Notifier({"NOTIFY_SOCKET": path}), monotonic=ManualTime().monotonic)
     dog.progress()
     assert dog.interval is None and not dog.tick(now=1e9)
     assert received(sock) == []
@@ -144,25 +136,6 @@ def test_status_line_follows_the_alarms_once_per_change(systemd_socket):
     assert not dog.tick(now=10_000.0)
     assert received(sock) == ["STATUS=scanning", "STATUS=scanning with alarms: mqtt_offline",
                               "STATUS=scanning with alarms: mqtt_offline, clock_unsynced", "STATUS=scanning"]
-
-
-class StallingCamera:
-    """Blank frames until `stall` is set, then read() hangs (a wedged driver) until `release` is set."""
-
-    def __init__(self):
-        self.stall, self.release, self.stalled = threading.Event(), threading.Event(), threading.Event()
-
-    def start(self):
-        pass
-
-    def read(self):
-        if self.stall.is_set() and not self.release.is_set():
-            self.stalled.set()
-            self.release.wait(10.0)
-        return np.full((64, 64), 200, np.uint8)
-
-    def close(self):
-        pass
 
 
 def test_the_real_loop_stops_feeding_the_watchdog_while_it_hangs(systemd_socket, tmp_path):
