@@ -104,7 +104,7 @@ class Decider:
             subject=masking.subject(parsed.kind, person, authorised=authorised, for_screen=False),
             screen_subject=masking.subject(parsed.kind, person, authorised=authorised, for_screen=True),
             subject_ref=subject_ref(self.hash_key, person), at=now, clock_synced=clock_synced,
-            direction=settings.direction, mode=settings.mode)
+            direction=settings.direction, mode=settings.mode, warnings=list(parsed.warnings))
 
     def _site_time(self, now: datetime) -> datetime:
         """`now` in the site's time zone: rule dates are the site's local dates. Naive means site-local."""

@@ -38,7 +38,7 @@ class Dose:
 @dataclass(frozen=True)
 class TestResult:
     taken: date
-    positive: bool
+    positive: bool | None  # None: the certificate's result is unreadable, neither negative nor positive
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ class ParsedCode:
     error: str | None = None
     # Which check failed (a field name, never its value): for logs and tests, not for the screen.
     detail: str | None = None
+    # Fields that were odd but not needed by the decision, read leniently (`v[0].ma:empty`; never a value).
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -124,6 +126,8 @@ class Decision:
     override: bool = False
     # Masked subject for the screen (may differ from the published one, see spec 6).
     screen_subject: dict[str, Any] = field(default_factory=dict)
+    # What the code had that was odd but ignored (see ParsedCode.warnings); never personal data.
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,4 +141,5 @@ class Decision:
             "clock_synced": self.clock_synced,
             "direction": self.direction,
             "mode": self.mode,
+            "warnings": list(self.warnings),
         }

@@ -202,6 +202,13 @@ class SignerKeys(Protocol):
         """Certificate types ("v", "t", "r") the signer may sign; None: unrestricted."""
 
 
+class RevocationSource(Protocol):
+    """What verifying a signed certificate needs of the revocation list (kiosk.stores.revocation)."""
+
+    def revoked(self, hashes: Iterable[tuple[str, bytes]]) -> str | None:
+        """The hash type under which one of `hashes` (type, digest) is listed, or None."""
+
+
 class TrustStore(SignerKeys, Protocol):
     """The trust list of certificate signers (kiosk.stores.trust)."""
 
