@@ -270,8 +270,12 @@ class RosterConfig:
 
 @dataclass(frozen=True)
 class TrustConfig:
-    path: str = key(PathValue("trust.json", "Trust list of certificate signers (TinyDB file)."))
+    path: str = key(PathValue("trust.json", "Trust list of certificate signers (TinyDB file); the revocation list "
+                              "is kept beside it (trust.revocations.json)."))
     max_age_hours: float = key(Float(168.0, "Trust list older than this is stale (0: never).", min=0, max=87600))
+    revocation_max_age_hours: float = key(Float(168.0, "A revocation list not updated for this long is stale and "
+                                                "signed certificates get site.fail_policy (0: never). A kiosk that "
+                                                "never received one is not stale.", min=0, max=87600))
     clock_skew_seconds: int = key(Int(300, "Tolerance for certificate issued-at in the future.", min=0, max=86400))
     seed_file: str = key(PathValue("", "Signer certificate(s) (PEM/DER/JSON) imported when the trust "
                                "list file does not exist yet (provisioning; empty: none)."))

@@ -5,8 +5,8 @@
   badge) or from the certificate itself (DCC): a personal QR alone is never green.
 - staff: black `not_on_staff_list` unless the roster marks the person as staff; then green
   `on_staff_list`, or the health rule as well with `site.staff_requires_health`.
-A stale roster or trust list, or an unsynchronised clock where a date rule is needed, gives
-`site.fail_policy` with the reason. Mode and direction come from the site's runtime state on every call
+A stale roster, trust list or revocation list, or an unsynchronised clock where a date rule is needed, gives
+`site.fail_policy` with the reason. A revoked certificate is `invalid`/`revoked` whatever is stale. Mode and direction come from the site's runtime state on every call
 (the `config` command and the button change them). `decide` never raises.
 """
 from __future__ import annotations
@@ -42,9 +42,10 @@ class Decider:
         self.site = site if site is not None else SiteState.from_config(cfg)
 
     def decide(self, text: str, now: datetime, clock_synced: bool, *, roster_stale: bool = False,
-               trust_stale: bool = False) -> Decision:
+               trust_stale: bool = False, revocation_stale: bool = False) -> Decision:
         try:
-            return self._decide(text, self._site_time(now), clock_synced, roster_stale, trust_stale)
+            return self._decide(text, self._site_time(now), clock_synced, roster_stale, trust_stale,
+                                revocation_stale)
         except Exception as exc:  # never take the kiosk down; never log the payload
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             log.error("decision failed with %s at %s:%s", type(exc).__name__, frame.filename, frame.lineno)
@@ -54,15 +55,16 @@ class Decider:
 
     # ------------------------------------------------------------------ internals
     def _decide(self, text: str, now: datetime, clock_synced: bool, roster_stale: bool,
-                trust_stale: bool) -> Decision:
+                trust_stale: bool, revocation_stale: bool) -> Decision:
         parsed = codes.classify(text, max_length=self.cfg.codes.max_length, badge_prefix=self.cfg.codes.badge_prefix,
                                 dcc=self.dcc, now=now)
         if parsed.error is not None:
             if parsed.kind == DCC and parsed.error in CLOCK_ERRORS and not clock_synced:
                 return self._decision(parsed, *self._fail("clock_unsynced"), now, clock_synced)
             return self._decision(parsed, INVALID, parsed.error, now, clock_synced)
-        if parsed.kind == DCC and trust_stale:
-            return self._decision(parsed, *self._fail("trust_stale"), now, clock_synced)
+        if parsed.kind == DCC and (trust_stale or revocation_stale):
+            reason = "trust_stale" if trust_stale else "revocation_stale"
+            return self._decision(parsed, *self._fail(reason), now, clock_synced)
         verdict, reason = self._rule(parsed, now, clock_synced, roster_stale)
         return self._decision(parsed, verdict, reason, now, clock_synced)
 

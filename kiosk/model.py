@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 # Kinds of code (DESIGN section 5).
 PERSONAL_QR = "personal_qr"
@@ -107,6 +107,18 @@ class ParsedCode:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class Staleness(NamedTuple):
+    """Which sources are too old to decide on now (each goes to site.fail_policy with its reason)."""
+
+    roster: bool = False
+    trust: bool = False
+    revocation: bool = False
+
+    def alarms(self) -> list[str]:
+        return [name for name, stale in (("roster_stale", self.roster), ("trust_stale", self.trust),
+                                          ("revocation_stale", self.revocation)) if stale]
 
 
 @dataclass

@@ -209,6 +209,14 @@ class RevocationSource(Protocol):
         """The hash type under which one of `hashes` (type, digest) is listed, or None."""
 
 
+class RevocationStore(RevocationSource, Protocol):
+    """The revocation list as the kiosk keeps it (kiosk.stores.revocation.RevocationList)."""
+
+    def is_stale(self, now: datetime, max_age_hours: float) -> bool: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
 class TrustStore(SignerKeys, Protocol):
     """The trust list of certificate signers (kiosk.stores.trust)."""
 
