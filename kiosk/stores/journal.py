@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
-from kiosk import inert
+from kiosk import inert, masking
 from kiosk.errors import StorageError
 from kiosk.model import DIRECTIONS, Decision
-from kiosk.stores.checkins import DDL, INSERT, INSERT_COLUMNS, QUEUED_STATES, SCHEMA_VERSION, event_from_row
+from kiosk.stores.checkins import (DDL, INSERT, INSERT_COLUMNS, QUEUED_STATES, SCHEMA_VERSION, event_from_row,
+                                   remask_rows)
 
 BUSY_TIMEOUT_MS = 30_000
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -74,6 +75,7 @@ class Journal:
             # FULL: the WAL is fsynced at every commit, so a shown check-in survives a power cut.
             self._db.execute("PRAGMA synchronous = FULL")
             self._transaction(self._migrate)
+            self._transaction(lambda: remask_rows(self._db, masking.remask))
         except (sqlite3.Error, StorageError) as exc:
             self._db.close()
             if isinstance(exc, StorageError):
