@@ -23,7 +23,7 @@ from kiosk.driver_names import CAMERAS, DECODERS, DISPLAYS, PIN_FACTORIES, READE
 from kiosk.errors import DataError, DeviceError, KioskError
 from kiosk.model import GREEN, Decision, Staleness
 from kiosk.ports import (Camera, Clock, Decoder, Device, Display, Gpio, LoopMonitor, Publisher, Reader,
-                         RevocationSource, RevocationStore, TrustStore)
+                         RevocationSource, RevocationStore, SubjectKeys, TrustStore)
 from kiosk.ports import Roster as RosterPort
 from kiosk.site import SiteState
 
@@ -116,18 +116,19 @@ def _provisioned(store_type: type[S], path: str, seed: str, provision: Callable[
 
 
 def build_decider(cfg: Config, roster: RosterPort | None = None, trust: TrustStore | None = None,
-                  site: SiteState | None = None, revocations: RevocationSource | None = None) -> Decider:
+                  site: SiteState | None = None, revocations: RevocationSource | None = None,
+                  keys: SubjectKeys | None = None) -> Decider:
     """The decision core: classify, parse, verify, decide. Usable without any hardware."""
     from kiosk.codes.dcc import DccVerifier
     from kiosk.decider import Decider
-    from kiosk.identity import load_hash_key
+    from kiosk.identity import load_keys_for
 
     roster = roster if roster is not None else build_roster(cfg)
     trust = trust if trust is not None else build_trust(cfg)
     revocations = revocations if revocations is not None else build_revocations(cfg)
     dcc = DccVerifier(trust, revocations=revocations, clock_skew_seconds=cfg.trust.clock_skew_seconds,
                       max_input=cfg.codes.max_length)
-    return Decider(cfg, roster, load_hash_key(cfg), dcc=dcc, site=site)
+    return Decider(cfg, roster, keys if keys is not None else load_keys_for(cfg), dcc=dcc, site=site)
 
 
 def staleness(cfg: Config, roster: RosterPort, trust: TrustStore, clock: Clock,
@@ -226,6 +227,7 @@ class App:
     def __init__(self, cfg: Config, *, clock: Clock | None = None, devices: Devices | None = None,
                  monotonic: Callable[[], float] = time.monotonic):
         from kiosk.feedback import Feedback
+        from kiosk.identity import load_keys_for
         from kiosk.pipeline import Pipeline
         from kiosk.stores.journal import Journal
 
@@ -236,8 +238,9 @@ class App:
         self.roster = build_roster(cfg)
         self.trust = build_trust(cfg)
         self.revocations = build_revocations(cfg)
+        self.keys = load_keys_for(cfg)  # the site's subject_ref keys
         self.site = SiteState.from_config(cfg)  # runtime mode and direction; the configuration stays as loaded
-        self.decider = build_decider(cfg, self.roster, self.trust, self.site, self.revocations)
+        self.decider = build_decider(cfg, self.roster, self.trust, self.site, self.revocations, self.keys)
         self.journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
         self.camera = devices["camera"] if "camera" in devices else build_camera(cfg)
         self.reader = devices["reader"] if "reader" in devices else build_reader(cfg)
@@ -303,20 +306,23 @@ class App:
         return {"count": self.roster.count, "version": self.roster.version}
 
     def _cmd_trust(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Signers (`entries`), revocation batches (`revocations`), or both; `replace` applies to each list given.
-        Everything is validated before anything changes."""
+        """Signers (`entries`), revocation batches (`revocations`), the site's subject_ref keys (`site_keys`), or
+        several; `replace` applies to each list given (keys are always added). Everything is validated before
+        anything changes; a key is never logged nor answered (ids only)."""
+        from kiosk.identity import parse_keys
         from kiosk.stores.revocation import parse_batches
         from kiosk.stores.trust import parse_json
 
-        if "entries" not in payload and "revocations" not in payload:
-            raise DataError("trust: give 'entries' (signers: a list of {kid, certificate}) and/or 'revocations' "
-                            "(revocation batches)")
+        if not {"entries", "revocations", "site_keys"} & set(payload):
+            raise DataError("trust: give 'entries' (signers: a list of {kid, certificate}), 'revocations' "
+                            "(revocation batches) and/or 'site_keys' (a list of {id, key, since})")
         replace = payload.get("replace", False)
         if not isinstance(replace, bool):
             raise DataError("trust: 'replace' must be true or false")
         signers = parse_json(payload["entries"], "trust update rejected") if "entries" in payload else None
         batches = parse_batches(payload["revocations"], "trust revocations rejected") \
             if "revocations" in payload else None
+        keys = parse_keys(payload["site_keys"]) if "site_keys" in payload else None
         result: dict[str, Any] = {}
         if signers is not None:
             self.trust.store(signers, replace=replace)
@@ -324,6 +330,10 @@ class App:
         if batches is not None:
             self.revocations.store(batches, replace=replace)
             result["revocations"] = self.revocations.summary()
+        if keys is not None:
+            self.keys.install(keys, self.clock.now())
+            result["site_keys"] = self.keys.describe(self.clock.now())
+            log.info("site keys installed by downlink command: %s", ", ".join(k.id for k in keys))
         return result
 
     def _cmd_config(self, payload: dict[str, Any]) -> dict[str, Any]:
@@ -351,7 +361,9 @@ class App:
     def telemetry(self) -> dict[str, Any]:
         c = self.pipeline.counters
         uptime = time.time() - self.started_at
+        keys = self.keys.describe(self.clock.now())
         return {**c.as_dict(), "alarms": self.alarms(), "uptime_s": round(uptime, 1),
+                "site_key": {"in_use": keys["in_use"], "rotation_due": keys["rotation_due"]},
                 "decode_rate_fps": round(c.frames / uptime, 2) if uptime > 0 else 0.0,
                 "direction": self.site.direction, "mode": self.site.mode, "version": __version__}
 

@@ -286,8 +286,16 @@ class JournalConfig:
     path: str = key(PathValue("journal.sqlite", "Check-in journal and outbox (SQLite)."))
     retention_days: int = key(Int(21, "Rows older than this are purged (the rules ask for at least 1).",
                                   min=1, max=3650))
-    hash_key: str = key(Secret("", "Key for subject_ref, the keyed hash of the ID used for de-identified tracing. "
-                               "Empty: a random key is created next to the journal on first use."))
+    hash_key: str = key(Secret("", "A fixed key for subject_ref, the keyed hash of the ID used for de-identified "
+                               "tracing. Empty (recommended): the site's key ring in journal.key_file, which can "
+                               "be rotated and distributed."))
+    key_file: str = key(PathValue("", "The site's subject_ref key ring (JSON, mode 0600, the same on every kiosk of "
+                                  "the site and its console). Empty: <journal.path>.keys.json. Made with a key of "
+                                  "this kiosk's own until the site's keys arrive (kiosk sitekey import, or the "
+                                  "MQTT trust command)."))
+    key_rotate_days: int = key(Int(90, "Rotation of the site key is due when the key in use is older than this "
+                                   "(kiosk sitekey show, telemetry; 0: never). Superseded keys are kept for "
+                                   "retention_days.", min=0, max=3650))
 
 
 @dataclass(frozen=True)

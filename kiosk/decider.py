@@ -24,7 +24,7 @@ from kiosk.site import SiteState
 
 if TYPE_CHECKING:
     from kiosk.config import Config
-    from kiosk.ports import DccParser, Roster
+    from kiosk.ports import DccParser, Roster, SubjectKeys
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,11 @@ CLOCK_ERRORS = ("expired", "not_yet_valid")
 
 
 class Decider:
-    def __init__(self, cfg: Config, roster: Roster | None, hash_key: bytes, dcc: DccParser | None = None,
+    def __init__(self, cfg: Config, roster: Roster | None, keys: SubjectKeys, dcc: DccParser | None = None,
                  site: SiteState | None = None):
         self.cfg = cfg
         self.roster = roster
-        self.hash_key = hash_key
+        self.keys = keys
         self.dcc = dcc
         self.site = site if site is not None else SiteState.from_config(cfg)
 
@@ -105,7 +105,7 @@ class Decider:
             kind=parsed.kind, verdict=verdict, reason=reason,
             subject=masking.subject(parsed.kind, person, authorised=authorised, for_screen=False),
             screen_subject=masking.subject(parsed.kind, person, authorised=authorised, for_screen=True),
-            subject_ref=subject_ref(self.hash_key, person), at=now, clock_synced=clock_synced,
+            subject_ref=subject_ref(self.keys.key_at(now), person), at=now, clock_synced=clock_synced,
             direction=settings.direction, mode=settings.mode, warnings=list(parsed.warnings))
 
     def _site_time(self, now: datetime) -> datetime:

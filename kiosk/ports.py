@@ -202,6 +202,13 @@ class SignerKeys(Protocol):
         """Certificate types ("v", "t", "r") the signer may sign; None: unrestricted."""
 
 
+class SubjectKeys(Protocol):
+    """The site's subject_ref keys (kiosk.identity.KeyRing; FixedKey for one key)."""
+
+    def key_at(self, when: datetime) -> bytes:
+        """The key in use at `when`."""
+
+
 class RevocationSource(Protocol):
     """What verifying a signed certificate needs of the revocation list (kiosk.stores.revocation)."""
 

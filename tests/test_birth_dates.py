@@ -12,6 +12,7 @@ import pytest
 from kiosk import config
 from kiosk.codes.dcc import DccVerifier
 from kiosk.decider import Decider
+from kiosk.identity import FixedKey
 from kiosk.issuing import health_certificate, new_signer, sign_hc1
 from kiosk.stores.trust import TrustList
 
@@ -47,7 +48,7 @@ def decide(tmp_path):
                             "journal": {"path": str(tmp_path / "journal.sqlite")}})
     trust = TrustList(tmp_path / "trust.json")
     trust.import_json([{"certificate": base64.b64encode(SIGNER.certificate_der).decode()}])
-    decider = Decider(cfg, None, b"k" * 32, dcc=DccVerifier(trust))
+    decider = Decider(cfg, None, FixedKey(b"k" * 32), dcc=DccVerifier(trust))
     return lambda text, now=NOW: decider.decide(text, now, True)
 
 

@@ -1,7 +1,5 @@
 """Decisions per site mode (spec sections 5-7), fail policy, masking in decisions, subject_ref, debounce."""
 import logging
-import os
-import stat
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
@@ -12,7 +10,7 @@ from fakes import ManualTime, StubDcc
 from kiosk import config
 from kiosk.debounce import Debouncer
 from kiosk.decider import Decider
-from kiosk.identity import load_hash_key, subject_ref
+from kiosk.identity import FixedKey, subject_ref
 from kiosk.model import BLACK, CCCD, DCC, GREEN, INVALID, PERSONAL_QR, UNKNOWN, Dose, HealthRecord, ParsedCode, Person
 from kiosk.stores.roster import Roster
 
@@ -49,7 +47,7 @@ def roster(tmp_path):
 
 
 def decider(tmp_path, roster, mode="health", dcc=None, **site):
-    return Decider(make_cfg(tmp_path, mode, **site), roster, KEY, dcc=dcc)
+    return Decider(make_cfg(tmp_path, mode, **site), roster, FixedKey(KEY), dcc=dcc)
 
 
 def signed(health, name="NGUYEN VAN THU"):
@@ -227,20 +225,7 @@ def test_decide_never_raises(tmp_path, roster, text, mode, synced):
     assert d.reason != "internal_error"
 
 
-# ------------------------------------------------------------------ identity: the hash key
-def test_hash_key_from_config_or_created_once_with_mode_0600(tmp_path):
-    cfg = make_cfg(tmp_path / "data")
-    key = load_hash_key(cfg)
-    path = tmp_path / "data" / "journal.sqlite.key"
-    assert len(key) == 32 and path.read_bytes() == key
-    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert load_hash_key(cfg) == key  # kept across restarts
-    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
-    configured = config.load(data={"camera": {"type": "none"}, "journal": {"hash_key": "s3cret",
-                                                                          "path": str(tmp_path / "j.sqlite")}})
-    assert load_hash_key(configured) == b"s3cret" and not (tmp_path / "j.sqlite.key").exists()
-
-
+# ------------------------------------------------------------------ identity
 def test_subject_ref_is_keyed_and_none_without_identity():
     person = Person(id_number="079090000001")
     assert subject_ref(KEY, person) != subject_ref(b"other", person)

@@ -17,6 +17,7 @@ from kiosk.cli import main
 from kiosk.codes import classify
 from kiosk.codes.dcc import DccVerifier
 from kiosk.decider import Decider
+from kiosk.identity import FixedKey
 from kiosk.issuing import health_certificate, new_signer, sign_hc1
 from kiosk.stores.checkins import event_from_row
 from kiosk.stores.journal import Journal
@@ -55,7 +56,7 @@ def decide(tmp_path):
     trust = TrustList(tmp_path / "trust.json")
     trust.import_json([{"certificate": base64.b64encode(SIGNER.certificate_der).decode()}])
     verifier = DccVerifier(trust)
-    decider = Decider(cfg, None, b"k" * 32, dcc=verifier)
+    decider = Decider(cfg, None, FixedKey(b"k" * 32), dcc=verifier)
 
     def run(text):
         decision = decider.decide(text, NOW, True)

@@ -15,6 +15,7 @@ from kiosk.cli import main
 from kiosk.clock import FixedClock
 from kiosk.codes.dcc import DccVerifier
 from kiosk.decider import Decider
+from kiosk.identity import FixedKey
 from kiosk.errors import DataError
 from kiosk.issuing import CERT_FILE, create_signer, health_certificate, new_signer, revocation_batch, sign_hc1
 from kiosk.stores.revocation import RevocationList, parse_batches, path_for
@@ -83,7 +84,7 @@ def test_revoked_wins_over_expired_and_an_unsynchronised_clock(tmp_path, stores,
     assert verifier.parse(text, NOW + timedelta(days=400)).error == "revoked"
     cfg = config.load(data={"camera": {"type": "none"}, "site": {"mode": "health"},
                             "journal": {"path": str(tmp_path / "j.sqlite")}})
-    decision = Decider(cfg, None, b"k" * 32, dcc=verifier).decide(text, NOW, clock_synced=False)
+    decision = Decider(cfg, None, FixedKey(b"k" * 32), dcc=verifier).decide(text, NOW, clock_synced=False)
     assert (decision.verdict, decision.reason, decision.subject) == ("invalid", "revoked", {})
 
 
@@ -126,7 +127,7 @@ def test_a_stale_list_gives_the_fail_policy_for_signed_certificates(tmp_path, st
     for policy in ("black", "green"):
         cfg = config.load(data={"camera": {"type": "none"}, "site": {"mode": "health", "fail_policy": policy},
                                 "journal": {"path": str(tmp_path / "j.sqlite")}})
-        decider = Decider(cfg, None, b"k" * 32, dcc=DccVerifier(trust, revocations=revocations))
+        decider = Decider(cfg, None, FixedKey(b"k" * 32), dcc=DccVerifier(trust, revocations=revocations))
         decision = decider.decide(certificate(signer), NOW, True, revocation_stale=True)
         assert (decision.verdict, decision.reason) == (policy, "revocation_stale")
         assert decider.decide("079090000001|NGUYEN VAN THU|1990-12-01|0|163000000000000001|<1<<", NOW, True,
