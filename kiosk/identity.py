@@ -35,11 +35,14 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kiosk.errors import DataError, StorageError
 from kiosk.model import Person
 from kiosk.stores.documents import atomic_write_bytes, fsync_dir
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -298,11 +301,11 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 # ---------------------------------------------------------------------- from the configuration
-def key_file(cfg: Any) -> Path:
+def key_file(cfg: Config) -> Path:
     return Path(cfg.journal.key_file) if cfg.journal.key_file else Path(str(cfg.journal.path) + ".keys.json")
 
 
-def load_keys_for(cfg: Any) -> KeyRing:
+def load_keys_for(cfg: Config) -> KeyRing:
     """The site's key ring: `journal.hash_key` when set, else the ring file (made on first use, see above)."""
     retention, rotate = cfg.journal.retention_days, cfg.journal.key_rotate_days
     if cfg.journal.hash_key:
@@ -334,7 +337,7 @@ def _first_ring(path: Path, legacy: Path) -> None:
                 key.id)
 
 
-def load_hash_key(cfg: Any) -> bytes:
+def load_hash_key(cfg: Config) -> bytes:
     """The key in use now (kept for callers that hash with one key; tracing should use `KeyRing.refs`)."""
     return load_keys_for(cfg).key_at(datetime.now(timezone.utc))
 

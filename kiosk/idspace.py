@@ -56,11 +56,11 @@ def _id_numbers(masked: str, subject: Mapping[str, Any], today: date) -> int:
     shown = len(masked) - (masked.rfind("*") + 1)  # trailing characters published
     if len(masked) == 12:
         years = _birth_years(subject, today) if shown <= CCCD_SERIAL_DIGITS else 1  # G YY hidden unless shown
-        return years * 10 ** max(0, CCCD_SERIAL_DIGITS - shown)
+        return int(years * 10 ** max(0, CCCD_SERIAL_DIGITS - shown))
     if len(masked) == 9:
-        return 10 ** max(0, CMND_SERIAL_DIGITS - shown)
+        return int(10 ** max(0, CMND_SERIAL_DIGITS - shown))
     hidden = len(masked) - shown
-    return 10 ** max(0, hidden - 1)  # the first hidden character granted as a known letter series
+    return int(10 ** max(0, hidden - 1))  # the first hidden character granted as a known letter series
 
 
 def _holders(subject: Mapping[str, Any], today: date) -> int:

@@ -247,7 +247,7 @@ class DecisionMaker(Protocol):
     """Classify, parse, verify and decide one payload (kiosk.decider.Decider). Never raises."""
 
     def decide(self, text: str, now: datetime, clock_synced: bool, *, roster_stale: bool = False,
-               trust_stale: bool = False) -> Decision: ...
+               trust_stale: bool = False, revocation_stale: bool = False) -> Decision: ...
 
 
 class GateFeedback(Protocol):

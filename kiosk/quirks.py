@@ -16,26 +16,26 @@ from typing import Any
 import cbor2
 
 
-def _entries(cert: dict) -> Iterator[dict]:
+def _entries(cert: dict[str, Any]) -> Iterator[dict[str, Any]]:
     for key in ("v", "t", "r"):
         yield from cert.get(key, [])
 
 
-def _set_present(cert: dict, keys: tuple[str, ...], value: Any) -> None:
+def _set_present(cert: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
     for entry in _entries(cert):
         entry.update({key: value for key in keys if key in entry})
 
 
-def _null_optional(cert: dict) -> None:
+def _null_optional(cert: dict[str, Any]) -> None:
     cert["nam"].update(fn=None, gn=None)  # the transliterated fnt/gnt carry the name
     _set_present(cert, ("ma", "is", "tc"), None)
 
 
-def _empty_strings(cert: dict) -> None:
+def _empty_strings(cert: dict[str, Any]) -> None:
     _set_present(cert, ("ma", "is"), "")
 
 
-def _cbor_date_tags(cert: dict) -> None:
+def _cbor_date_tags(cert: dict[str, Any]) -> None:
     """RFC 8943 full-date strings (tag 1004) for the date of birth and doses, days since 1970 (tag 100) for
     recoveries, epoch seconds (tag 1) for sample times. Values another quirk already changed stay as they are."""
     if _is_day(cert["dob"]):
@@ -52,7 +52,7 @@ def _cbor_date_tags(cert: dict) -> None:
             t["sc"] = cbor2.CBORTag(1, int(datetime.fromisoformat(t["sc"]).timestamp()))
 
 
-def _date_time_part(cert: dict) -> None:
+def _date_time_part(cert: dict[str, Any]) -> None:
     if _is_day(cert["dob"]):
         cert["dob"] += "T00:00:00"
     for v in cert.get("v", []):
@@ -67,22 +67,22 @@ def _is_day(value: Any) -> bool:
     return isinstance(value, str) and len(value) == 10
 
 
-def _sample_time(text: str) -> Callable[[dict], None]:
-    def edit(cert: dict) -> None:
+def _sample_time(text: str) -> Callable[[dict[str, Any]], None]:
+    def edit(cert: dict[str, Any]) -> None:
         for t in cert.get("t", []):
             if isinstance(t["sc"], str):
                 t["sc"] = t["sc"][:10] + text
     return edit
 
 
-def _extra_keys(cert: dict) -> None:
+def _extra_keys(cert: dict[str, Any]) -> None:
     cert["xv"] = {"note": "not in the schema"}
     cert["nam"]["xn"] = "?"
     for entry in _entries(cert):
         entry["xe"] = 1
 
 
-def _lowercase_codes(cert: dict) -> None:
+def _lowercase_codes(cert: dict[str, Any]) -> None:
     for entry in _entries(cert):
         for key in ("co", "mp", "ma", "tt", "ci"):
             if isinstance(entry.get(key), str):
@@ -92,7 +92,7 @@ def _lowercase_codes(cert: dict) -> None:
 @dataclass(frozen=True)
 class Quirk:
     help: str
-    edit: Callable[[dict], None] = lambda cert: None  # changes the health certificate in place
+    edit: Callable[[dict[str, Any]], None] = lambda cert: None  # changes the health certificate in place
     kid_unprotected: bool = False
 
 
@@ -109,7 +109,7 @@ QUIRKS: dict[str, Quirk] = {
 }
 
 
-def with_quirks(cert: dict, names: list[str] | tuple[str, ...]) -> tuple[dict, bool]:
+def with_quirks(cert: dict[str, Any], names: list[str] | tuple[str, ...]) -> tuple[dict[str, Any], bool]:
     """`cert` edited by each named quirk, and whether the key id goes in the unprotected header."""
     for name in names:
         QUIRKS[name].edit(cert)

@@ -129,7 +129,7 @@ def verify(sign1: Sign1, public_key: PublicKeyTypes) -> bool:
     return False
 
 
-def revocation_signature_part(signature: bytes, public_key) -> bytes:
+def revocation_signature_part(signature: bytes, public_key: PublicKeyTypes) -> bytes:
     """What an EU revocation list hashes of a signature: its first half (r) for ECDSA, all of it for RSA."""
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         return signature[:len(signature) // 2]

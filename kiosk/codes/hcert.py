@@ -53,12 +53,12 @@ class Certificate:
     warnings: tuple[str, ...]
 
 
-def read(dgc: Mapping, today: date) -> Certificate:
+def read(dgc: Mapping[Any, Any], today: date) -> Certificate:
     """The holder and health entries of one certificate; raises Malformed naming the first bad strict field."""
     return _Reader(today).certificate(dgc)
 
 
-def ucis(dgc: Mapping) -> list[str]:
+def ucis(dgc: Mapping[Any, Any]) -> list[str]:
     """The unique certificate identifiers (`ci`) of every entry, as issued (revocation lists hash them so)."""
     found = []
     for key in ("v", "t", "r"):
@@ -77,7 +77,7 @@ class _Reader:
         if len(self.warnings) < MAX_WARNINGS:
             self.warnings.append(f"{where}:{problem}")
 
-    def certificate(self, dgc: Mapping) -> Certificate:
+    def certificate(self, dgc: Mapping[Any, Any]) -> Certificate:
         name = self.name(dgc.get("nam"))
         birth = self.birth(dgc.get("dob"))
         doses = tuple(self.dose(i, v) for i, v in enumerate(self.entries(dgc, "v")))
@@ -110,14 +110,14 @@ class _Reader:
         match = _BIRTH.match(text)
         if not match:
             raise Malformed("dob")
-        year, month, day = (int(g) if g else None for g in match.groups())
+        year, month, day = int(match[1]), _number(match[2]), _number(match[3])
         if match.end() < len(text):  # older issuers wrote a time part: the calendar day as written
             if day is None or not _is_datetime(text):
                 raise Malformed("dob")
             self.note("dob", "time_part")
         return birth_date(year, month, day, "dob", self.today)
 
-    def entries(self, dgc: Mapping, key: str) -> list[Mapping]:
+    def entries(self, dgc: Mapping[Any, Any], key: str) -> list[Mapping[Any, Any]]:
         entries = dgc.get(key)
         if entries is None:
             if key in dgc:
@@ -144,14 +144,14 @@ class _Reader:
             if not _is_datetime(value):
                 raise Malformed(field)
             self.note(where, "time_part")
-        return calendar_date(*(int(g) for g in match.groups()), field)
+        return calendar_date(int(match[1]), int(match[2]), int(match[3]), field)
 
-    def dose_number(self, entry: Mapping, key: str) -> None:
+    def dose_number(self, entry: Mapping[Any, Any], key: str) -> None:
         value = entry.get(key)
         if type(value) is not int or not 0 <= value <= DOSE_NUMBER_MAX:
             raise Malformed(f"v.{key}")
 
-    def dose(self, i: int, v: Mapping) -> Dose:
+    def dose(self, i: int, v: Mapping[Any, Any]) -> Dose:
         day = self.day(v.get("dt"), "v.dt", f"v[{i}].dt")
         self.dose_number(v, "dn")
         self.dose_number(v, "sd")
@@ -159,7 +159,7 @@ class _Reader:
         product = v.get("mp")
         return Dose(day, product.strip() if isinstance(product, str) and product.strip() else None)
 
-    def recovery(self, i: int, r: Mapping) -> date:
+    def recovery(self, i: int, r: Mapping[Any, Any]) -> date:
         first_positive = self.day(r.get("fr"), "r.fr", f"r[{i}].fr")
         for key in ("df", "du"):  # validity of the recovery certificate: the site's rule decides, not these
             try:
@@ -169,7 +169,7 @@ class _Reader:
         self.optional_texts("r", i, r)
         return first_positive
 
-    def test(self, i: int, t: Mapping) -> TestResult:
+    def test(self, i: int, t: Mapping[Any, Any]) -> TestResult:
         taken = _moment(t.get("sc"), "t.sc")
         self.optional_texts("t", i, t)
         result = t.get("tr")
@@ -179,10 +179,14 @@ class _Reader:
         return TestResult(taken, positive)
 
     # ---------------------------------------------------------------- lenient: noted, never fatal
-    def optional_texts(self, kind: str, i: int, entry: Mapping) -> None:
+    def optional_texts(self, kind: str, i: int, entry: Mapping[Any, Any]) -> None:
         for key in OPTIONAL_TEXT[kind]:
             if key in entry and not (isinstance(entry[key], str) and entry[key].strip()):
                 self.note(f"{kind}[{i}].{key}", _problem(entry[key]))
+
+
+def _number(digits: str | None) -> int | None:
+    return int(digits) if digits else None
 
 
 def _problem(value: Any) -> str:
@@ -224,7 +228,7 @@ def _moment(value: Any, field: str) -> date | datetime:
     if match is None:
         raise Malformed(field)
     if match.end() == len(value):
-        return calendar_date(*(int(g) for g in match.groups()), field)
+        return calendar_date(int(match[1]), int(match[2]), int(match[3]), field)
     try:
         instant = datetime.fromisoformat(value)
     except ValueError:

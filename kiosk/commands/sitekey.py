@@ -15,12 +15,16 @@ import json
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.timeparse import parse_instant
 
+if TYPE_CHECKING:
+    from kiosk.identity import KeyRing
 
-def register(sub, common) -> None:
+
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("sitekey", parents=[common], help="the site's subject_ref key ring: make, rotate, install, "
                        "show (never prints a key but with export)")
     actions = p.add_subparsers(dest="sitekey_action", metavar="ACTION", required=True)
@@ -45,7 +49,7 @@ def register(sub, common) -> None:
     export.set_defaults(func=run_export)
 
 
-def _ring(args):
+def _ring(args: Args) -> KeyRing:
     from kiosk.identity import KeyRing, load_keys, load_keys_for
 
     cfg = load_config(args)
@@ -55,7 +59,7 @@ def _ring(args):
     return load_keys_for(cfg)
 
 
-def run_new(args) -> int:
+def run_new(args: Args) -> int:
     from kiosk.identity import new_key, save
 
     if args.out.exists():
@@ -69,7 +73,7 @@ def run_new(args) -> int:
     return 0
 
 
-def run_rotate(args) -> int:
+def run_rotate(args: Args) -> int:
     now = datetime.now(timezone.utc)
     try:
         at = parse_instant(args.at, load_config(args).site.timezone) if args.at else None
@@ -82,7 +86,7 @@ def run_rotate(args) -> int:
     return 0
 
 
-def run_import(args) -> int:
+def run_import(args: Args) -> int:
     from kiosk.identity import load_keys, load_keys_for
 
     ring = load_keys_for(load_config(args))
@@ -92,12 +96,12 @@ def run_import(args) -> int:
     return 0
 
 
-def run_show(args) -> int:
+def run_show(args: Args) -> int:
     emit(_ring(args).describe(datetime.now(timezone.utc)))
     return 0
 
 
-def run_export(args) -> int:
+def run_export(args: Args) -> int:
     ring = _ring(args)
     print("kiosk sitekey export: the output holds the site's keys; send it over TLS to the site's kiosks and do "
           "not keep it", file=sys.stderr)

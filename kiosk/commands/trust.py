@@ -8,6 +8,7 @@ given (signers, revocations) exactly what the files hold.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.errors import DataError
@@ -33,7 +34,9 @@ def run_import(args: Args) -> int:
     from kiosk.stores import revocation, trust as trust_store
 
     cfg = load_config(args)
-    signers, batches, problems = [], [], []
+    signers: list[trust_store.Signer] = []
+    batches: list[revocation.Batch] = []
+    problems: list[str] = []
     given_signers = given_batches = False
     for path in map(Path, args.files):  # every file validated before any write
         try:
@@ -52,11 +55,12 @@ def run_import(args: Args) -> int:
             problems.extend(exc.problems or [str(exc)])
     if problems:
         raise DataError("trust import rejected, nothing imported", problems)  # kiosk.cli exits 65 with the list
-    out = {}
+    out: dict[str, Any] = {}
     if given_signers:
         trust = trust_store.TrustList(cfg.trust.path)
         trust.store(signers, replace=args.replace)
-        out.update(imported=len(signers), count=trust.count, updated_at=trust.updated_at.isoformat())
+        updated = trust.updated_at
+        out.update(imported=len(signers), count=trust.count, updated_at=updated.isoformat() if updated else None)
     if given_batches:
         revocations = build_revocations(cfg)
         out["revoked_hashes_imported"] = revocations.store(batches, replace=args.replace)

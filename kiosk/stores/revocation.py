@@ -51,7 +51,7 @@ class Batch:
     source: str | None = None
 
 
-def path_for(trust_path: str | os.PathLike) -> Path:
+def path_for(trust_path: str | os.PathLike[str]) -> Path:
     """Where the revocation list of the trust list at `trust_path` is kept: beside it."""
     path = Path(trust_path)
     return path.with_name(path.stem + ".revocations.json")
