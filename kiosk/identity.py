@@ -24,7 +24,6 @@ the journal):  `{"v": 1, "keys": [{"id": "2022-05", "key": base64 of 32 bytes, "
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -39,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiosk.errors import DataError, StorageError
 from kiosk.model import Person
-from kiosk.stores.documents import atomic_write_bytes, fsync_dir
+from kiosk.stores.documents import atomic_write_bytes, decode_b64, fsync_dir
 
 if TYPE_CHECKING:
     from kiosk.config import Config
@@ -209,10 +208,7 @@ def _key(entry: Any) -> SiteKey:
     key_id = entry.get("id")
     if not isinstance(key_id, str) or not KEY_ID.fullmatch(key_id):
         raise ValueError("id must be 1 to 64 letters, digits, '.', '_' or '-'")
-    try:
-        key = base64.b64decode(entry.get("key") or "", validate=True)
-    except (binascii.Error, ValueError, TypeError):
-        raise ValueError(f"key of {key_id} is not base64") from None
+    key = decode_b64(entry.get("key"), f"key of {key_id}")
     if len(key) != KEY_BYTES:
         raise ValueError(f"key of {key_id} is not {KEY_BYTES} bytes")
     since = _instant(entry.get("since"), f"since of {key_id}")

@@ -21,7 +21,6 @@ never received one is not using revocation and is not stale.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import os
 from collections.abc import Iterable
@@ -32,7 +31,7 @@ from typing import Any
 
 from kiosk.codes.dcc import COUNTRY_UCI, REVOCATION_HASH_BYTES, SIGNATURE, UCI
 from kiosk.errors import DataError
-from kiosk.stores.documents import DocumentStore
+from kiosk.stores.documents import DocumentStore, decode_b64, json_object, read_limited
 
 HASH_TYPES = (UCI, COUNTRY_UCI, SIGNATURE)
 # At about 110 bytes of memory per hash in a Python set, the limit keeps the list near 110 MB at most; the EU's
@@ -133,12 +132,7 @@ def is_revocation_document(obj: Any) -> bool:
 
 def parse_file(path: Path) -> list[Batch] | None:
     """The batches of a revocation JSON file; None when the file is not one (a signer certificate or list)."""
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise DataError(f"{path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; nothing imported")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    raw = read_limited(path, MAX_FILE_BYTES)
     if raw.lstrip()[:1] not in (b"[", b"{"):
         return None
     try:
@@ -173,11 +167,7 @@ def parse_batches(obj: Any, message: str, source: str = "mqtt") -> list[Batch]:
 
 
 def _batch(entry: Any, source: str) -> Batch:
-    if not isinstance(entry, dict):
-        raise ValueError("not an object")
-    unknown = sorted(set(map(str, entry)) - BATCH_KEYS)
-    if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+    entry = json_object(entry, BATCH_KEYS)
     hash_type = entry.get("hashType")
     if hash_type not in HASH_TYPES:
         raise ValueError(f"hashType must be one of {', '.join(HASH_TYPES)}")
@@ -187,11 +177,11 @@ def _batch(entry: Any, source: str) -> Batch:
     digests = []
     for n, item in enumerate(hashes, 1):
         value = item.get("hash") if isinstance(item, dict) else item  # a bare base64 string is fine too
-        digest = _b64(value, f"entry {n}")
+        digest = decode_b64(value, f"entry {n}")
         if len(digest) not in (REVOCATION_HASH_BYTES, 32):
             raise ValueError(f"entry {n}: a hash is {REVOCATION_HASH_BYTES} bytes (or a full 32-byte SHA-256)")
         digests.append(digest[:REVOCATION_HASH_BYTES])
-    kid = _b64(entry["kid"], "kid") if entry.get("kid") is not None else None
+    kid = decode_b64(entry["kid"], "kid") if entry.get("kid") is not None else None
     expires = entry.get("expires")
     if expires is not None:
         try:
@@ -201,12 +191,3 @@ def _batch(entry: Any, source: str) -> Batch:
             raise ValueError("expires must be an ISO-8601 time with an offset") from None
         expires = datetime.fromisoformat(expires.replace("Z", "+00:00")).isoformat()
     return Batch(hash_type, tuple(digests), kid, expires, source)
-
-
-def _b64(value: Any, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError(f"{field} must be a base64 string")
-    try:
-        return base64.b64decode("".join(value.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"{field} is not valid base64") from None
