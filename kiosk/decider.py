@@ -6,8 +6,9 @@
 - staff: black `not_on_staff_list` unless the roster marks the person as staff; then green
   `on_staff_list`, or the health rule as well with `site.staff_requires_health`.
 A stale roster, trust list or revocation list, or an unsynchronised clock where a date rule is needed, gives
-`site.fail_policy` with the reason. A revoked certificate is `invalid`/`revoked` whatever is stale. Mode and direction come from the site's runtime state on every call
-(the `config` command and the button change them). `decide` never raises.
+`site.fail_policy` with the reason; a revoked certificate is `invalid`/`revoked` whatever is stale. Mode and
+direction come from the site's runtime state on every call (the `config` command and the button change them).
+`decide` never raises.
 """
 from __future__ import annotations
 
