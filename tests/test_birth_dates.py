@@ -4,17 +4,16 @@
 Decided in `trace` mode, where any well-formed code is green: a bad date must not pass as one."""
 from __future__ import annotations
 
-import base64
 from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from conftest import trusting
 from kiosk import config
 from kiosk.codes.dcc import DccVerifier
 from kiosk.decider import Decider
 from kiosk.identity import FixedKey
 from kiosk.issuing import health_certificate, new_signer, sign_hc1
-from kiosk.stores.trust import TrustList
 
 SITE = timezone(timedelta(hours=7))
 NOW = datetime(2021, 11, 15, 9, 0, tzinfo=SITE)
@@ -46,9 +45,7 @@ CASES = {
 def decide(tmp_path):
     cfg = config.load(data={"camera": {"type": "none"}, "site": {"mode": "trace"},
                             "journal": {"path": str(tmp_path / "journal.sqlite")}})
-    trust = TrustList(tmp_path / "trust.json")
-    trust.import_json([{"certificate": base64.b64encode(SIGNER.certificate_der).decode()}])
-    decider = Decider(cfg, None, FixedKey(b"k" * 32), dcc=DccVerifier(trust))
+    decider = Decider(cfg, None, FixedKey(b"k" * 32), dcc=DccVerifier(trusting(tmp_path / "trust.json", SIGNER)))
     return lambda text, now=NOW: decider.decide(text, now, True)
 
 

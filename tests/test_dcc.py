@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.x509.oid import NameOID
 from PIL import Image
 
+from conftest import trusting
 from kiosk.codes import base45, classify, cose
 from kiosk.codes.dcc import DccVerifier
 from kiosk.issuing import (CERT_FILE, SigningKey, demo_certificates, health_certificate, new_signer, sign_hc1,
@@ -40,9 +41,7 @@ def signer():
 
 @pytest.fixture
 def trust(tmp_path, signer):
-    trust = TrustList(tmp_path / "trust.json")
-    trust.import_json([{"certificate": base64.b64encode(signer.certificate_der).decode()}], replace=True)
-    return trust
+    return trusting(tmp_path / "trust.json", signer)
 
 
 @pytest.fixture

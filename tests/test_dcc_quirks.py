@@ -3,18 +3,17 @@ checked strictly, everything else is noted in `warnings` and never fatal; dates 
 impossible are malformed."""
 from __future__ import annotations
 
-import base64
 import json
 from datetime import date, datetime, timedelta, timezone
 
 import cbor2
 import pytest
 
+from conftest import trusting
 from kiosk.cli import main
 from kiosk.codes.dcc import CLAIM_EXP, DccVerifier
 from kiosk.issuing import CERT_FILE, create_signer, health_certificate, new_signer, sign_hc1
 from kiosk.quirks import QUIRKS, with_quirks
-from kiosk.stores.trust import TrustList
 
 NOW = datetime(2021, 11, 15, 10, 0, tzinfo=timezone.utc)
 IAT, EXP = NOW - timedelta(days=5), NOW + timedelta(days=365)
@@ -34,9 +33,7 @@ def signer():
 
 @pytest.fixture(scope="module")
 def verifier(signer, tmp_path_factory):
-    trust = TrustList(tmp_path_factory.mktemp("trust") / "trust.json")
-    trust.import_json([{"certificate": base64.b64encode(signer.certificate_der).decode()}])
-    return DccVerifier(trust)
+    return DccVerifier(trusting(tmp_path_factory.mktemp("trust") / "trust.json", signer))
 
 
 def issue(signer, quirks=(), dob="1990-12-01", kind="dose", edit=lambda cert: None, **claims):

@@ -3,7 +3,6 @@
 masked subject flows: decisions, the journal, MQTT events, CSV exports and screens."""
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import json
@@ -12,6 +11,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from conftest import trusting
 from kiosk import config, idspace
 from kiosk.cli import main
 from kiosk.codes import classify
@@ -21,7 +21,6 @@ from kiosk.identity import FixedKey
 from kiosk.issuing import health_certificate, new_signer, sign_hc1
 from kiosk.stores.checkins import event_from_row
 from kiosk.stores.journal import Journal
-from kiosk.stores.trust import TrustList
 
 SITE = timezone(timedelta(hours=7))
 NOW = datetime(2021, 11, 15, 9, 0, tzinfo=SITE)
@@ -53,9 +52,7 @@ CODES = {
 def decide(tmp_path):
     cfg = config.load(data={"camera": {"type": "none"}, "site": {"mode": "trace"},
                             "journal": {"path": str(tmp_path / "journal.sqlite")}, "codes": {"badge_prefix": "KB:"}})
-    trust = TrustList(tmp_path / "trust.json")
-    trust.import_json([{"certificate": base64.b64encode(SIGNER.certificate_der).decode()}])
-    verifier = DccVerifier(trust)
+    verifier = DccVerifier(trusting(tmp_path / "trust.json", SIGNER))
     decider = Decider(cfg, None, FixedKey(b"k" * 32), dcc=verifier)
 
     def run(text):

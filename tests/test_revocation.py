@@ -10,6 +10,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import pytest
 
+from conftest import trusting
 from kiosk import config
 from kiosk.cli import main
 from kiosk.clock import FixedClock
@@ -19,8 +20,7 @@ from kiosk.identity import FixedKey
 from kiosk.errors import DataError
 from kiosk.issuing import CERT_FILE, create_signer, health_certificate, new_signer, revocation_batch, sign_hc1
 from kiosk.stores.revocation import RevocationList, parse_batches, path_for
-from kiosk.stores.trust import TrustList
-from test_uplink import PREFIX, app_config, running_app  # noqa: F401  (the real App on a real broker)
+from test_uplink import PREFIX, running_app  # noqa: F401  (the real App on a real broker)
 
 SITE = timezone(timedelta(hours=7))
 NOW = datetime(2021, 11, 15, 9, 0, tzinfo=SITE)
@@ -39,9 +39,7 @@ def signer():
 
 @pytest.fixture
 def stores(tmp_path, signer):
-    trust = TrustList(tmp_path / "trust.json")
-    trust.import_json([{"certificate": base64.b64encode(signer.certificate_der).decode()}])
-    return trust, RevocationList(path_for(tmp_path / "trust.json"), clock=FixedClock(NOW))
+    return trusting(tmp_path / "trust.json", signer), RevocationList(path_for(tmp_path / "trust.json"), clock=FixedClock(NOW))
 
 
 @pytest.mark.parametrize("hash_type", TYPES)

@@ -18,7 +18,7 @@ from kiosk.errors import DataError
 from kiosk.identity import KeyRing, key_file, load_keys, load_keys_for, new_key, save, subject_ref
 from kiosk.model import Decision, Person
 from kiosk.stores.journal import Journal
-from test_uplink import PREFIX, app_config, running_app  # noqa: F401  (the real App on a real broker)
+from test_uplink import PREFIX, running_app  # noqa: F401  (the real App on a real broker)
 
 NOW = datetime(2021, 11, 15, 9, 0, tzinfo=timezone(timedelta(hours=7)))
 THU = Person(id_number="079090000001")
