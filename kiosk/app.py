@@ -21,14 +21,16 @@ from kiosk import __version__
 from kiosk.config import Config
 from kiosk.driver_names import CAMERAS, DECODERS, DISPLAYS, PIN_FACTORIES, READERS, Driver
 from kiosk.errors import DataError, DeviceError, KioskError
-from kiosk.model import GREEN, Decision
-from kiosk.ports import Camera, Clock, Decoder, Device, Display, Gpio, LoopMonitor, Publisher, Reader, TrustStore
+from kiosk.model import GREEN, Decision, Staleness
+from kiosk.ports import (Camera, Clock, Decoder, Device, Display, Gpio, LoopMonitor, Publisher, Reader,
+                         RevocationSource, RevocationStore, SubjectKeys, TrustStore)
 from kiosk.ports import Roster as RosterPort
 from kiosk.site import SiteState
 
 if TYPE_CHECKING:
     from kiosk.decider import Decider
     from kiosk.ports import CommandHandler, Event
+    from kiosk.stores.revocation import RevocationList
     from kiosk.stores.roster import Roster
     from kiosk.stores.trust import TrustList
 
@@ -98,6 +100,13 @@ def build_trust(cfg: Config) -> TrustList:
     return _provisioned(TrustList, cfg.trust.path, cfg.trust.seed_file, lambda trust, seed: trust.import_file(seed))
 
 
+def build_revocations(cfg: Config) -> RevocationList:
+    """The revocation list of signed certificates, kept beside the trust list."""
+    from kiosk.stores.revocation import RevocationList, path_for
+
+    return RevocationList(path_for(cfg.trust.path))
+
+
 def _provisioned(store_type: type[S], path: str, seed: str, provision: Callable[[S, str], int]) -> S:
     fresh = not Path(path).exists()
     store = store_type(path)
@@ -107,29 +116,34 @@ def _provisioned(store_type: type[S], path: str, seed: str, provision: Callable[
 
 
 def build_decider(cfg: Config, roster: RosterPort | None = None, trust: TrustStore | None = None,
-                  site: SiteState | None = None) -> Decider:
+                  site: SiteState | None = None, revocations: RevocationSource | None = None,
+                  keys: SubjectKeys | None = None) -> Decider:
     """The decision core: classify, parse, verify, decide. Usable without any hardware."""
     from kiosk.codes.dcc import DccVerifier
     from kiosk.decider import Decider
-    from kiosk.identity import load_hash_key
+    from kiosk.identity import load_keys_for
 
     roster = roster if roster is not None else build_roster(cfg)
     trust = trust if trust is not None else build_trust(cfg)
-    dcc = DccVerifier(trust, clock_skew_seconds=cfg.trust.clock_skew_seconds, max_input=cfg.codes.max_length)
-    return Decider(cfg, roster, load_hash_key(cfg), dcc=dcc, site=site)
+    revocations = revocations if revocations is not None else build_revocations(cfg)
+    dcc = DccVerifier(trust, revocations=revocations, clock_skew_seconds=cfg.trust.clock_skew_seconds,
+                      max_input=cfg.codes.max_length)
+    return Decider(cfg, roster, keys if keys is not None else load_keys_for(cfg), dcc=dcc, site=site)
 
 
-def staleness(cfg: Config, roster: RosterPort, trust: TrustStore, clock: Clock) -> Callable[[], tuple[bool, bool]]:
-    """(roster_stale, trust_stale) now, per the configured maximum ages (0: never stale)."""
+def staleness(cfg: Config, roster: RosterPort, trust: TrustStore, clock: Clock,
+              revocations: RevocationStore | None = None) -> Callable[[], Staleness]:
+    """The sources stale now, per the configured maximum ages (0: never stale)."""
 
-    def check() -> tuple[bool, bool]:
+    def check() -> Staleness:
         now = clock.now()
         roster_stale = False
         if cfg.roster.max_age_hours > 0:
             updated = roster.updated_at
             roster_stale = updated is None or now - updated > timedelta(hours=cfg.roster.max_age_hours)
         trust_stale = trust.is_stale(now, cfg.trust.max_age_hours) if cfg.trust.max_age_hours > 0 else False
-        return roster_stale, trust_stale
+        revocation_stale = revocations is not None and revocations.is_stale(now, cfg.trust.revocation_max_age_hours)
+        return Staleness(roster_stale, trust_stale, revocation_stale)
 
     return check
 
@@ -213,6 +227,7 @@ class App:
     def __init__(self, cfg: Config, *, clock: Clock | None = None, devices: Devices | None = None,
                  monotonic: Callable[[], float] = time.monotonic):
         from kiosk.feedback import Feedback
+        from kiosk.identity import load_keys_for
         from kiosk.pipeline import Pipeline
         from kiosk.stores.journal import Journal
 
@@ -222,8 +237,10 @@ class App:
         self.clock = clock or build_clock(cfg)
         self.roster = build_roster(cfg)
         self.trust = build_trust(cfg)
+        self.revocations = build_revocations(cfg)
+        self.keys = load_keys_for(cfg)  # the site's subject_ref keys
         self.site = SiteState.from_config(cfg)  # runtime mode and direction; the configuration stays as loaded
-        self.decider = build_decider(cfg, self.roster, self.trust, self.site)
+        self.decider = build_decider(cfg, self.roster, self.trust, self.site, self.revocations, self.keys)
         self.journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
         self.camera = devices["camera"] if "camera" in devices else build_camera(cfg)
         self.reader = devices["reader"] if "reader" in devices else build_reader(cfg)
@@ -241,7 +258,7 @@ class App:
         self.pipeline = Pipeline(
             decider=self.decider, feedback=self.feedback, journal=self.journal, clock=self.clock,
             decoder=self.decoder, debounce_seconds=cfg.site.debounce_seconds,
-            stale=staleness(cfg, self.roster, self.trust, self.clock),
+            stale=staleness(cfg, self.roster, self.trust, self.clock, self.revocations),
             on_journaled=self._journaled if self.uplink else None)
         self._button_presses: queue.SimpleQueue[str] = queue.SimpleQueue()
         if self.gpio.button is not None:
@@ -289,11 +306,35 @@ class App:
         return {"count": self.roster.count, "version": self.roster.version}
 
     def _cmd_trust(self, payload: dict[str, Any]) -> dict[str, Any]:
-        entries = payload.get("entries")
-        if not isinstance(entries, list):
-            raise DataError("trust: 'entries' must be a list of {kid, certificate}")
-        count = self.trust.import_json(entries, replace=bool(payload.get("replace", False)))
-        return {"imported": count, "count": self.trust.count}
+        """Signers (`entries`), revocation batches (`revocations`), the site's subject_ref keys (`site_keys`), or
+        several; `replace` applies to each list given (keys are always added). Everything is validated before
+        anything changes; a key is never logged nor answered (ids only)."""
+        from kiosk.identity import parse_keys
+        from kiosk.stores.revocation import parse_batches
+        from kiosk.stores.trust import parse_json
+
+        if not {"entries", "revocations", "site_keys"} & set(payload):
+            raise DataError("trust: give 'entries' (signers: a list of {kid, certificate}), 'revocations' "
+                            "(revocation batches) and/or 'site_keys' (a list of {id, key, since})")
+        replace = payload.get("replace", False)
+        if not isinstance(replace, bool):
+            raise DataError("trust: 'replace' must be true or false")
+        signers = parse_json(payload["entries"], "trust update rejected") if "entries" in payload else None
+        batches = parse_batches(payload["revocations"], "trust revocations rejected") \
+            if "revocations" in payload else None
+        keys = parse_keys(payload["site_keys"]) if "site_keys" in payload else None
+        result: dict[str, Any] = {}
+        if signers is not None:
+            self.trust.store(signers, replace=replace)
+            result.update(imported=len(signers), count=self.trust.count)
+        if batches is not None:
+            self.revocations.store(batches, replace=replace)
+            result["revocations"] = self.revocations.summary()
+        if keys is not None:
+            self.keys.install(keys, self.clock.now())
+            result["site_keys"] = self.keys.describe(self.clock.now())
+            log.info("site keys installed by downlink command: %s", ", ".join(k.id for k in keys))
+        return result
 
     def _cmd_config(self, payload: dict[str, Any]) -> dict[str, Any]:
         changes = {k: v for k, v in payload.items() if k not in ("id", "v")}
@@ -310,11 +351,7 @@ class App:
             out.append("journal_failed")
         if self.display is not None and self.feedback.failing("display"):
             out.append("display_failed")
-        roster_stale, trust_stale = self.pipeline.stale()
-        if roster_stale:
-            out.append("roster_stale")
-        if trust_stale:
-            out.append("trust_stale")
+        out.extend(self.pipeline.stale().alarms())
         if not self.clock.synced():
             out.append("clock_unsynced")
         if self.uplink:
@@ -324,7 +361,9 @@ class App:
     def telemetry(self) -> dict[str, Any]:
         c = self.pipeline.counters
         uptime = time.time() - self.started_at
+        keys = self.keys.describe(self.clock.now())
         return {**c.as_dict(), "alarms": self.alarms(), "uptime_s": round(uptime, 1),
+                "site_key": {"in_use": keys["in_use"], "rotation_due": keys["rotation_due"]},
                 "decode_rate_fps": round(c.frames / uptime, 2) if uptime > 0 else 0.0,
                 "direction": self.site.direction, "mode": self.site.mode, "version": __version__}
 

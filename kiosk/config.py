@@ -270,8 +270,12 @@ class RosterConfig:
 
 @dataclass(frozen=True)
 class TrustConfig:
-    path: str = key(PathValue("trust.json", "Trust list of certificate signers (TinyDB file)."))
+    path: str = key(PathValue("trust.json", "Trust list of certificate signers (TinyDB file); the revocation list "
+                              "is kept beside it (trust.revocations.json)."))
     max_age_hours: float = key(Float(168.0, "Trust list older than this is stale (0: never).", min=0, max=87600))
+    revocation_max_age_hours: float = key(Float(168.0, "A revocation list not updated for this long is stale and "
+                                                "signed certificates get site.fail_policy (0: never). A kiosk that "
+                                                "never received one is not stale.", min=0, max=87600))
     clock_skew_seconds: int = key(Int(300, "Tolerance for certificate issued-at in the future.", min=0, max=86400))
     seed_file: str = key(PathValue("", "Signer certificate(s) (PEM/DER/JSON) imported when the trust "
                                "list file does not exist yet (provisioning; empty: none)."))
@@ -282,8 +286,16 @@ class JournalConfig:
     path: str = key(PathValue("journal.sqlite", "Check-in journal and outbox (SQLite)."))
     retention_days: int = key(Int(21, "Rows older than this are purged (the rules ask for at least 1).",
                                   min=1, max=3650))
-    hash_key: str = key(Secret("", "Key for subject_ref, the keyed hash of the ID used for de-identified tracing. "
-                               "Empty: a random key is created next to the journal on first use."))
+    hash_key: str = key(Secret("", "A fixed key for subject_ref, the keyed hash of the ID used for de-identified "
+                               "tracing. Empty (recommended): the site's key ring in journal.key_file, which can "
+                               "be rotated and distributed."))
+    key_file: str = key(PathValue("", "The site's subject_ref key ring (JSON, mode 0600, the same on every kiosk of "
+                                  "the site and its console). Empty: <journal.path>.keys.json. Made with a key of "
+                                  "this kiosk's own until the site's keys arrive (kiosk sitekey import, or the "
+                                  "MQTT trust command)."))
+    key_rotate_days: int = key(Int(90, "Rotation of the site key is due when the key in use is older than this "
+                                   "(kiosk sitekey show, telemetry; 0: never). Superseded keys are kept for "
+                                   "retention_days.", min=0, max=3650))
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,10 @@
   badge) or from the certificate itself (DCC): a personal QR alone is never green.
 - staff: black `not_on_staff_list` unless the roster marks the person as staff; then green
   `on_staff_list`, or the health rule as well with `site.staff_requires_health`.
-A stale roster or trust list, or an unsynchronised clock where a date rule is needed, gives
-`site.fail_policy` with the reason. Mode and direction come from the site's runtime state on every call
-(the `config` command and the button change them). `decide` never raises.
+A stale roster, trust list or revocation list, or an unsynchronised clock where a date rule is needed, gives
+`site.fail_policy` with the reason; a revoked certificate is `invalid`/`revoked` whatever is stale. Mode and
+direction come from the site's runtime state on every call (the `config` command and the button change them).
+`decide` never raises.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from kiosk.site import SiteState
 
 if TYPE_CHECKING:
     from kiosk.config import Config
-    from kiosk.ports import DccParser, Roster
+    from kiosk.ports import DccParser, Roster, SubjectKeys
 
 log = logging.getLogger(__name__)
 
@@ -33,18 +34,19 @@ CLOCK_ERRORS = ("expired", "not_yet_valid")
 
 
 class Decider:
-    def __init__(self, cfg: Config, roster: Roster | None, hash_key: bytes, dcc: DccParser | None = None,
+    def __init__(self, cfg: Config, roster: Roster | None, keys: SubjectKeys, dcc: DccParser | None = None,
                  site: SiteState | None = None):
         self.cfg = cfg
         self.roster = roster
-        self.hash_key = hash_key
+        self.keys = keys
         self.dcc = dcc
         self.site = site if site is not None else SiteState.from_config(cfg)
 
     def decide(self, text: str, now: datetime, clock_synced: bool, *, roster_stale: bool = False,
-               trust_stale: bool = False) -> Decision:
+               trust_stale: bool = False, revocation_stale: bool = False) -> Decision:
         try:
-            return self._decide(text, self._site_time(now), clock_synced, roster_stale, trust_stale)
+            return self._decide(text, self._site_time(now), clock_synced, roster_stale, trust_stale,
+                                revocation_stale)
         except Exception as exc:  # never take the kiosk down; never log the payload
             frame = traceback.extract_tb(exc.__traceback__)[-1]
             log.error("decision failed with %s at %s:%s", type(exc).__name__, frame.filename, frame.lineno)
@@ -54,15 +56,16 @@ class Decider:
 
     # ------------------------------------------------------------------ internals
     def _decide(self, text: str, now: datetime, clock_synced: bool, roster_stale: bool,
-                trust_stale: bool) -> Decision:
+                trust_stale: bool, revocation_stale: bool) -> Decision:
         parsed = codes.classify(text, max_length=self.cfg.codes.max_length, badge_prefix=self.cfg.codes.badge_prefix,
                                 dcc=self.dcc, now=now)
         if parsed.error is not None:
             if parsed.kind == DCC and parsed.error in CLOCK_ERRORS and not clock_synced:
                 return self._decision(parsed, *self._fail("clock_unsynced"), now, clock_synced)
             return self._decision(parsed, INVALID, parsed.error, now, clock_synced)
-        if parsed.kind == DCC and trust_stale:
-            return self._decision(parsed, *self._fail("trust_stale"), now, clock_synced)
+        if parsed.kind == DCC and (trust_stale or revocation_stale):
+            reason = "trust_stale" if trust_stale else "revocation_stale"
+            return self._decision(parsed, *self._fail(reason), now, clock_synced)
         verdict, reason = self._rule(parsed, now, clock_synced, roster_stale)
         return self._decision(parsed, verdict, reason, now, clock_synced)
 
@@ -103,8 +106,8 @@ class Decider:
             kind=parsed.kind, verdict=verdict, reason=reason,
             subject=masking.subject(parsed.kind, person, authorised=authorised, for_screen=False),
             screen_subject=masking.subject(parsed.kind, person, authorised=authorised, for_screen=True),
-            subject_ref=subject_ref(self.hash_key, person), at=now, clock_synced=clock_synced,
-            direction=settings.direction, mode=settings.mode)
+            subject_ref=subject_ref(self.keys.key_at(now), person), at=now, clock_synced=clock_synced,
+            direction=settings.direction, mode=settings.mode, warnings=list(parsed.warnings))
 
     def _site_time(self, now: datetime) -> datetime:
         """`now` in the site's time zone: rule dates are the site's local dates. Naive means site-local."""

@@ -7,7 +7,8 @@ Profiles (`cfg.health`):
 - `moh-2021-12` (Ministry of Health, December 2021): the *last* dose `dose_min_days` to `dose_max_days`
   (180 when 0) days ago, or recovered within `recovered_days`.
 Tests: a positive test within `test_valid_hours` is always black; a negative one is green only with
-`accept_tests`. Dates are the site's local dates: pass `now` in the site's time zone.
+`accept_tests`; one whose result is unreadable (`positive` None) is neither. Dates are the site's local
+dates: pass `now` in the site's time zone.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def evaluate(record: HealthRecord | None, now: datetime, settings: HealthConfig)
         return BLACK, "no_health_data"
     today = now.date()
     recent_tests = [t for t in record.tests if _test_age(t, now) <= timedelta(hours=settings.test_valid_hours)]
-    if any(t.positive for t in recent_tests):
+    if any(t.positive is True for t in recent_tests):
         return BLACK, "test_positive"
     recovery_age = (today - record.recovered).days if record.recovered else None
     if recovery_age is not None and 0 <= recovery_age and _recovery_counts(recovery_age, settings):
@@ -40,10 +41,12 @@ def evaluate(record: HealthRecord | None, now: datetime, settings: HealthConfig)
     if record.tests:
         if not settings.accept_tests:
             return BLACK, "test_not_accepted"
-        if recent_tests:
+        if any(t.positive is False for t in recent_tests):
             return GREEN, "tested_negative"
     if dose_verdict:
         return BLACK, dose_verdict
+    if any(t.positive is None for t in recent_tests):
+        return BLACK, "test_result_unknown"
     if record.tests:
         return BLACK, "test_too_old"
     if recovery_age is not None and recovery_age >= 0:

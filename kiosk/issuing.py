@@ -2,10 +2,14 @@
 
 Never for production: the signer's certificate says so in its common name, and every health certificate it
 issues names a TEST issuer. Deliberately broken variants (expired, tampered, unknown key) exercise the
-verifier's rejections end to end.
+verifier's rejections end to end; QUIRKS produce what real national issuers put in valid certificates (nulls,
+empty strings, CBOR date tags, time parts, offsets, extra keys, other letter cases, the key id only in the
+unprotected header), so every one is tested as the kiosk meets it. `revocation_batch` lists issued
+certificates the way an EU revocation list does.
 """
 from __future__ import annotations
 
+import base64
 import hashlib
 import unicodedata
 import zlib
@@ -22,7 +26,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from kiosk.codes import base45, cose
-from kiosk.codes.dcc import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS, PREFIX, TEST_DETECTED
+from kiosk.codes.dcc import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS, PREFIX, DccVerifier, revocation_hashes
+from kiosk.codes.hcert import TEST_DETECTED
 from kiosk.stores.documents import atomic_write_bytes
 from kiosk.stores.trust import kid_of
 
@@ -105,17 +110,45 @@ def health_certificate(name: str, dob: str, *, doses: Sequence[tuple[date, str |
     return cert
 
 
-def sign_hc1(signer: SigningKey, cert: dict[str, Any], *, iat: datetime, exp: datetime, tamper: bool = False) -> str:
-    """The `HC1:` text of `cert` signed by `signer`; `tamper` changes a payload byte after signing."""
-    payload = cbor2.dumps({CLAIM_ISS: COUNTRY, CLAIM_IAT: int(iat.timestamp()), CLAIM_EXP: int(exp.timestamp()),
-                           CLAIM_HCERT: {1: cert}})
-    signed = cose.sign_es256(signer.private_key, signer.kid, payload)
-    if tamper:  # the birth year one higher: still a well-formed certificate, no longer the signed one
+def sign_hc1(signer: SigningKey, cert: dict[str, Any], *, iat: datetime, exp: datetime, tamper: bool = False,
+             kid_unprotected: bool = False) -> str:
+    """The `HC1:` text of `cert` signed by `signer`; `tamper` changes the issuer claim after signing (still a
+    well-formed certificate, no longer the signed one); `kid_unprotected` puts the key id in the unprotected
+    header only, as some issuers do."""
+    claims = {CLAIM_ISS: COUNTRY, CLAIM_IAT: int(iat.timestamp()), CLAIM_EXP: int(exp.timestamp()),
+              CLAIM_HCERT: {1: cert}}
+    signed = cose.sign_es256(signer.private_key, signer.kid, cbor2.dumps(claims), kid_unprotected=kid_unprotected)
+    if tamper:
         sign1 = cose.decode_sign1(signed, max_depth=16)
-        year = cert["dob"][:4].encode()
-        forged = sign1.payload.replace(year, str(int(year) + 1).encode(), 1)
-        signed = cbor2.dumps(cbor2.CBORTag(cose.TAG_SIGN1, [sign1.protected, {}, forged, sign1.signature]))
+        forged = cbor2.dumps({**claims, CLAIM_ISS: "XX"})
+        signed = cbor2.dumps(cbor2.CBORTag(cose.TAG_SIGN1, [sign1.protected, dict(sign1.unprotected), forged,
+                                                            sign1.signature]))
     return PREFIX + base45.encode(zlib.compress(signed, 9))
+
+
+def revocation_batch(signer: SigningKey, texts: list[str], hash_type: str) -> dict[str, Any]:
+    """An EU-style revocation batch (`kid`, `hashType`, `entries` of base64 hashes) listing `texts`, which
+    `signer` issued. Raises ValueError for a text that is not a certificate of that signer."""
+    verifier = DccVerifier(_OneSigner(signer))
+    hashes = []
+    for text in texts:
+        sign1 = verifier.sign1(text)
+        found = dict(revocation_hashes(sign1, verifier.claims(sign1), signer.private_key.public_key()))
+        if hash_type not in found:
+            raise ValueError(f"a certificate has no {hash_type} to hash")
+        hashes.append({"hash": base64.b64encode(found[hash_type]).decode("ascii")})
+    return {"kid": base64.b64encode(signer.kid).decode("ascii"), "hashType": hash_type, "entries": hashes}
+
+
+class _OneSigner:
+    def __init__(self, signer: SigningKey):
+        self.signer = signer
+
+    def key_for(self, kid: bytes) -> Any:
+        return self.signer.private_key.public_key() if kid == self.signer.kid else None
+
+    def usages_for(self, kid: bytes) -> frozenset[str] | None:
+        return None
 
 
 def write_qr_png(text: str, path: Path, scale: int = 4) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 # Kinds of code (DESIGN section 5).
 PERSONAL_QR = "personal_qr"
@@ -38,7 +38,7 @@ class Dose:
 @dataclass(frozen=True)
 class TestResult:
     taken: date
-    positive: bool
+    positive: bool | None  # None: the certificate's result is unreadable, neither negative nor positive
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,24 @@ class ParsedCode:
     error: str | None = None
     # Which check failed (a field name, never its value): for logs and tests, not for the screen.
     detail: str | None = None
+    # Fields that were odd but not needed by the decision, read leniently (`v[0].ma:empty`; never a value).
+    warnings: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+class Staleness(NamedTuple):
+    """Which sources are too old to decide on now (each goes to site.fail_policy with its reason)."""
+
+    roster: bool = False
+    trust: bool = False
+    revocation: bool = False
+
+    def alarms(self) -> list[str]:
+        return [name for name, stale in (("roster_stale", self.roster), ("trust_stale", self.trust),
+                                          ("revocation_stale", self.revocation)) if stale]
 
 
 @dataclass
@@ -124,6 +138,8 @@ class Decision:
     override: bool = False
     # Masked subject for the screen (may differ from the published one, see spec 6).
     screen_subject: dict[str, Any] = field(default_factory=dict)
+    # What the code had that was odd but ignored (see ParsedCode.warnings); never personal data.
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -137,4 +153,5 @@ class Decision:
             "clock_synced": self.clock_synced,
             "direction": self.direction,
             "mode": self.mode,
+            "warnings": list(self.warnings),
         }

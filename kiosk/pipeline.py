@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from kiosk.debounce import Debouncer
 from kiosk.errors import StorageError
-from kiosk.model import BLACK, GREEN, INVALID, Decision
+from kiosk.model import BLACK, GREEN, INVALID, Decision, Staleness
 from kiosk.ports import Clock, DecisionMaker, Decoder, GateFeedback, Journal
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class Counters:
 class Pipeline:
     def __init__(self, *, decider: DecisionMaker, feedback: GateFeedback, journal: Journal, clock: Clock,
                  decoder: Decoder | None = None, debounce_seconds: float = 10.0,
-                 stale: Callable[[], tuple[bool, bool]] = lambda: (False, False),
+                 stale: Callable[[], Staleness] = Staleness,
                  on_journaled: Callable[[Event], None] | None = None,
                  monotonic: Callable[[], float] = time.monotonic):
         """`debounce_seconds`: the repeat-suppression window (site.debounce_seconds); `monotonic` times it for
@@ -93,9 +93,9 @@ class Pipeline:
             self.counters.repeats += 1
             return None
         now = self.clock.now()
-        roster_stale, trust_stale = self.stale()
-        decision = self.decider.decide(text, now, self.clock.synced(),
-                                       roster_stale=roster_stale, trust_stale=trust_stale)
+        stale = self.stale()
+        decision = self.decider.decide(text, now, self.clock.synced(), roster_stale=stale.roster,
+                                       trust_stale=stale.trust, revocation_stale=stale.revocation)
         if self.repeats.is_repeat(decision.subject_ref, decision.verdict, now):
             self.counters.repeats += 1
             return None

@@ -202,6 +202,28 @@ class SignerKeys(Protocol):
         """Certificate types ("v", "t", "r") the signer may sign; None: unrestricted."""
 
 
+class SubjectKeys(Protocol):
+    """The site's subject_ref keys (kiosk.identity.KeyRing; FixedKey for one key)."""
+
+    def key_at(self, when: datetime) -> bytes:
+        """The key in use at `when`."""
+
+
+class RevocationSource(Protocol):
+    """What verifying a signed certificate needs of the revocation list (kiosk.stores.revocation)."""
+
+    def revoked(self, hashes: Iterable[tuple[str, bytes]]) -> str | None:
+        """The hash type under which one of `hashes` (type, digest) is listed, or None."""
+
+
+class RevocationStore(RevocationSource, Protocol):
+    """The revocation list as the kiosk keeps it (kiosk.stores.revocation.RevocationList)."""
+
+    def is_stale(self, now: datetime, max_age_hours: float) -> bool: ...
+
+    def summary(self) -> dict[str, Any]: ...
+
+
 class TrustStore(SignerKeys, Protocol):
     """The trust list of certificate signers (kiosk.stores.trust)."""
 
@@ -225,7 +247,7 @@ class DecisionMaker(Protocol):
     """Classify, parse, verify and decide one payload (kiosk.decider.Decider). Never raises."""
 
     def decide(self, text: str, now: datetime, clock_synced: bool, *, roster_stale: bool = False,
-               trust_stale: bool = False) -> Decision: ...
+               trust_stale: bool = False, revocation_stale: bool = False) -> Decision: ...
 
 
 class GateFeedback(Protocol):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
 
+from kiosk import inert
 from kiosk.errors import DeviceError
 from kiosk.i18n import text
 from kiosk.model import BLACK, GREEN, INVALID, Decision
@@ -207,10 +208,11 @@ def _dotted_frame(draw: ImageDraw.ImageDraw, size: tuple[int, int], fill: Ink) -
 
 
 def _subject_lines(decision: Decision, lang: str, rows: int) -> list[str]:
-    """The subject for `rows` screen rows: name and birth year on one line, or name, then year and direction."""
+    """The subject for `rows` screen rows: the given name (with the birth date at an authorised site) on one line,
+    or the name, then birth date and direction."""
     subject = decision.screen_subject or {}
-    name = str(subject.get("name") or "")
-    birth = str(subject.get("birth") or "").removesuffix("-**-**")  # a masked date shows as its year
+    name = inert.text(subject.get("name"))  # a certificate's name is free text: no controls or bidi overrides
+    birth = inert.text(subject.get("birth"))
     if rows <= 1:
         return [" · ".join(v for v in (name, birth) if v)]
     direction = text(f"direction_{decision.direction}", lang) if name or birth else ""

@@ -50,6 +50,17 @@ def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.
         time.sleep(interval)
 
 
+def trusting(path: Path, *signers):
+    """A trust list at `path` holding exactly these signers (kiosk.issuing.SigningKey)."""
+    import base64
+
+    from kiosk.stores.trust import TrustList
+
+    trust = TrustList(path)
+    trust.import_json([{"certificate": base64.b64encode(s.certificate_der).decode()} for s in signers], replace=True)
+    return trust
+
+
 def tmp_sets(tmp_path, *extra: str) -> list[str]:
     """`--set` arguments that put every file a command writes (journal, roster, trust list, screens) in tmp_path."""
     argv = []

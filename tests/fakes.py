@@ -347,7 +347,7 @@ class StubDecider:
     person can show two codes ("green alice", "green cccd alice")."""
 
     def decide(self, text: str, now: datetime, clock_synced: bool, *, roster_stale: bool = False,
-               trust_stale: bool = False) -> Decision:
+               trust_stale: bool = False, revocation_stale: bool = False) -> Decision:
         words = text.split()
         ref = words[-1] if len(words) > 1 else None
         return Decision(kind="personal_qr", verdict=words[0], reason="r", subject_ref=ref, at=now,

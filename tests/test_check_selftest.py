@@ -21,7 +21,8 @@ def run(capsys, argv) -> tuple[int, dict[str, dict], str]:
     return status, by_name, captured.err
 
 
-CHECKS = ["config", "decoder", "camera", "reader", "display", "gpio", "clock", "journal", "roster", "trust", "mqtt"]
+CHECKS = ["config", "decoder", "camera", "reader", "display", "gpio", "clock", "journal", "roster", "trust",
+          "revocation", "site_key", "mqtt"]
 
 
 def test_check_passes_with_mqtt_disabled(tmp_path, capsys):
@@ -32,6 +33,8 @@ def test_check_passes_with_mqtt_disabled(tmp_path, capsys):
     assert checks["mqtt"]["detail"] == "disabled"
     assert "frame 640x480" in checks["camera"]["detail"]
     assert "5 people" in checks["roster"]["detail"]  # provisioned from the seed CSV into tmp_path
+    assert checks["revocation"]["detail"].startswith("none received")
+    assert "this kiosk's own" in checks["site_key"]["detail"]  # no site key installed yet
     assert (tmp_path / "roster.json").exists() and list((tmp_path / "screens").glob("*.png"))
     assert "Traceback" not in err
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from fakes import StubDcc
 from kiosk.codes import classify
-from kiosk.masking import mask_birth, mask_id, mask_name, subject
+from kiosk.masking import mask_id, mask_name, subject
 from kiosk.model import BADGE, CCCD, DCC, PERSONAL_QR, UNKNOWN, ParsedCode, Person
 
 # ------------------------------------------------------------------ spec section 7, personal QR
@@ -230,10 +230,10 @@ def test_classify_never_raises(text):
     assert parsed.ok == (parsed.person is not None)
 
 
-# ------------------------------------------------------------------ masking (section 6)
+# ------------------------------------------------------------------ masking (section 6, made stricter)
 @pytest.mark.parametrize("value,masked", [
-    ("079090000001", "******000001"), ("******000002", "******000002"), ("C0000004", "******04"),
-    ("12345", "*****"), (None, None),
+    ("079090000001", "**********01"), ("******000002", "**********02"), ("***********2", "***********2"),
+    ("021000001", "********1"), ("C0000004", "*******4"), ("12345", "*****"), ("AB12CD", "******"), (None, None),
 ])
 def test_mask_id(value, masked):
     assert mask_id(value) == masked
@@ -247,19 +247,14 @@ def test_mask_name(value, masked):
     assert mask_name(value) == masked
 
 
-def test_mask_birth_keeps_the_year_only():
-    assert [mask_birth(b) for b in ("1990-12-01", "1990-12", "1990", None)] == \
-        ["1990-**-**", "1990-**-**", "1990-**-**", None]
-
-
 def test_subject_forms_never_show_phone_or_insurance():
     person = classify(GOOD_PQR).person
     published = subject(PERSONAL_QR, person, authorised=False, for_screen=False)
-    assert published == {"id": "******000001", "name": "N.V. THU", "birth": "1990-**-**", "gender": "male"}
-    assert subject(PERSONAL_QR, person, authorised=False, for_screen=True)["name"] == "THU"
+    assert published == {"id": "**********01", "name": "N.V. THU", "gender": "male"}
+    assert subject(PERSONAL_QR, person, authorised=False, for_screen=True) == {"name": "THU"}
     full = subject(PERSONAL_QR, person, authorised=True, for_screen=False)
     assert full == {"id": "079090000001", "name": "NGUYEN VAN THU", "birth": "1990-12-01", "gender": "male"}
     for form in (published, full):
         assert not {"0900000001", "DN4790000000001"} & set(map(str, form.values()))
-    assert subject(BADGE, Person(id_number="STAFF-0042"), authorised=False, for_screen=False) == {"id": "******0042"}
+    assert subject(BADGE, Person(id_number="STAFF-0042"), authorised=False, for_screen=False) == {}
     assert subject(UNKNOWN, None, authorised=False, for_screen=False) == {}

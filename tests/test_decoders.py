@@ -137,6 +137,7 @@ def test_demo_scenes_decide_as_the_manifest_says_for_any_today(tmp_path):
     from datetime import date, datetime, timedelta, timezone
 
     from kiosk.decider import Decider
+    from kiosk.identity import FixedKey
     from kiosk.demo_people import demo_roster_csv
     from kiosk.stores.roster import Roster
 
@@ -144,7 +145,7 @@ def test_demo_scenes_decide_as_the_manifest_says_for_any_today(tmp_path):
     (tmp_path / "roster.csv").write_text(demo_roster_csv(today), encoding="utf-8")
     roster = Roster(tmp_path / "roster.json")
     roster.import_csv(tmp_path / "roster.csv")
-    decider = Decider(config.load(data={"site": {"mode": "health"}}), roster, b"k" * 32)
+    decider = Decider(config.load(data={"site": {"mode": "health"}}), roster, FixedKey(b"k" * 32))
     now = datetime(2030, 3, 1, 9, 0, tzinfo=timezone(timedelta(hours=7)))
     manifest = json.loads((SCENES / "manifest.json").read_text(encoding="utf-8"))
     decided = [e for e in manifest["entries"] if e["texts"] and e["kind"] != "dcc"]  # certificates: test_demo

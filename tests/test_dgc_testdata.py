@@ -44,6 +44,9 @@ JSON_INCONSISTENT = {
     "PL/1.3.0/2DCode/raw/5.json": "upstream inconsistency: the JSON describes another person (name, dob) than the "
                                   "signed payload",
 }
+# The kiosk validates part of the schema strictly: the fields its decision uses (kiosk.codes.hcert). A case whose
+# reference says schema validation fails may be `malformed` on one of these (NL: dates of birth in 1815 or 2023).
+SCHEMA_CHECKED = {"nam", "dob", "v.dt", "v.dn", "v.sd", "r.fr", "t.sc"}
 REJECTION = {  # a step expected to fail -> the product reasons that honour it
     "EXPECTEDUNPREFIX": {"malformed"},
     "EXPECTEDB45DECODE": {"malformed"},
@@ -110,8 +113,10 @@ def test_case(path: Path, tmp_path: Path):
     failing = [step for step, ok in expected.items() if step in REJECTION and ok is False]
     for step in failing:
         assert result.error in REJECTION[step], (step, result.error, result.detail)
+    schema_rejected = (expected.get("EXPECTEDSCHEMAVALIDATION") is False and result.error == "malformed"
+                       and result.detail in SCHEMA_CHECKED)
     if not failing and expected.get("EXPECTEDEXPIRATIONCHECK") is True:
-        assert result.ok, (result.error, result.detail)
+        assert result.ok or schema_rejected, (result.error, result.detail)
     if expected.get("EXPECTEDEXPIRATIONCHECK") is True:
         assert result.error not in REJECTION["EXPECTEDEXPIRATIONCHECK"], result.detail
     if expected.get("EXPECTEDKEYUSAGE") is True:

@@ -105,6 +105,15 @@ def test_tests_black_unless_accepted():
     assert evaluate(with_test(10, positive=True), NOW, accepting) == (BLACK, "test_positive")
 
 
+def test_an_unreadable_test_result_is_never_negative_nor_positive():
+    accepting = settings(accept_tests=True, test_valid_hours=72)
+    assert evaluate(with_test(10, positive=None), NOW, accepting) == (BLACK, "test_result_unknown")
+    assert evaluate(with_test(10, positive=None), NOW, settings()) == (BLACK, "test_not_accepted")
+    assert evaluate(with_test(73, positive=None), NOW, accepting) == (BLACK, "test_too_old")
+    vaccinated = HealthRecord(doses=(Dose(date(2021, 9, 1)),), tests=with_test(5, positive=None).tests)
+    assert evaluate(vaccinated, NOW, accepting) == (GREEN, "vaccinated_14d")  # it blocks nothing either
+
+
 def test_recent_positive_test_is_black_even_when_vaccinated():
     record = HealthRecord(doses=(Dose(date(2021, 9, 1)),), tests=(model.TestResult(NOW - timedelta(hours=5), True),))
     assert evaluate(record, NOW, settings()) == (BLACK, "test_positive")

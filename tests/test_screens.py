@@ -11,8 +11,9 @@ REASONS = ["checked_in", "vaccinated_14d", "recovered_180d", "no_health_data", "
            "recovery_too_old", "tested_negative", "test_positive", "test_not_accepted", "not_on_staff_list",
            "no_roster", "bad_signature", "expired", "not_yet_valid", "unknown_key", "malformed", "unrecognised",
            "too_long", "unsupported", "roster_stale", "trust_stale", "clock_unsynced", "internal_error", "override",
-           "on_staff_list", "test_too_old"]
-STATUS = ["idle", "camera_failed", "mqtt_offline", "outbox_full", "journal_failed", "trust_stale", "clock_unsynced"]
+           "on_staff_list", "test_too_old", "test_result_unknown", "revoked", "revocation_stale"]
+STATUS = ["idle", "camera_failed", "mqtt_offline", "outbox_full", "journal_failed", "trust_stale", "revocation_stale",
+          "clock_unsynced"]
 
 
 def decision(verdict, reason="malformed", name="N.V. THỬ", birth="1990"):

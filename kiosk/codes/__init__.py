@@ -85,10 +85,16 @@ def _is_cccd(scan: Scan) -> bool:
     return len(scan.shape) >= 7 and CCCD_FIRST_FIELD.fullmatch(scan.shape[0]) is not None
 
 
+def _now(scan: Scan) -> datetime:
+    """The instant of the scan (the site's time zone when the decider gives it): it bounds dates of birth and a
+    signed certificate's validity."""
+    return scan.now or datetime.now(timezone.utc)
+
+
 def _dcc(scan: Scan) -> ParsedCode:
     if scan.dcc is None:
         return ParsedCode(DCC, error="unsupported")
-    return scan.dcc.parse(scan.text, scan.now or datetime.now(timezone.utc))
+    return scan.dcc.parse(scan.text, _now(scan))
 
 
 def _badge(scan: Scan) -> ParsedCode:
@@ -104,6 +110,7 @@ CODE_TYPES: tuple[CodeType, ...] = (
     CodeType(DCC, lambda scan: scan.text.startswith("HC1:"), _dcc),
     CodeType(BADGE, lambda scan: bool(scan.badge_prefix) and scan.text.startswith(scan.badge_prefix), _badge),
     CodeType(PERSONAL_QR, _is_personal_qr,
-             lambda scan: ParsedCode(PERSONAL_QR, person=personal_qr.parse(scan.text.split("|")))),
-    CodeType(CCCD, _is_cccd, lambda scan: ParsedCode(CCCD, person=cccd.parse(scan.text.split("|")))),
+             lambda scan: ParsedCode(PERSONAL_QR, person=personal_qr.parse(scan.text.split("|"), _now(scan).date()))),
+    CodeType(CCCD, _is_cccd,
+             lambda scan: ParsedCode(CCCD, person=cccd.parse(scan.text.split("|"), _now(scan).date()))),
 )

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from datetime import date
 
-from kiosk.codes.fields import Malformed, calendar_date
+from kiosk.codes.fields import Malformed, birth_date, calendar_date
 from kiosk.model import Person
 
 ID = re.compile(r"[0-9]{12}|[0-9]{9}")
@@ -19,8 +20,9 @@ ADDRESS_MAX = 256
 GENDERS = {"Nam": "male", unicodedata.normalize("NFC", "Nữ"): "female"}
 
 
-def parse(fields: list[str]) -> Person:
-    """Person from the first 7 fields; raises Malformed naming the first bad field."""
+def parse(fields: list[str], today: date) -> Person:
+    """Person from the first 7 fields; raises Malformed naming the first bad field. `today` (the site's date)
+    bounds the date of birth: one in the future is malformed."""
     id_number, old_id, name, birth, gender, address, issued = fields[:7]
     if not ID.fullmatch(id_number):
         raise Malformed("id_number")
@@ -37,9 +39,9 @@ def parse(fields: list[str]) -> Person:
     if old_id:
         extra["old_id"] = old_id
     if issued:
-        extra["issued"] = _date(issued, "issued", allow_partial=False)
-    return Person(id_number=id_number, name=name, birth=_date(birth, "birth", allow_partial=True),
-                  gender=gender_name, extra=extra)
+        extra["issued"] = _issued(issued)
+    return Person(id_number=id_number, name=name, birth=_birth(birth, today), gender=gender_name,
+                  extra=extra)
 
 
 def _name(text: str) -> str:
@@ -57,14 +59,21 @@ def _is_word(word: str) -> bool:
     return all(unicodedata.category(ch)[0] in "LM" for ch in word[0] + inner + word[-1])
 
 
-def _date(text: str, field: str, *, allow_partial: bool) -> str:
-    """`ddMMyyyy` -> `YYYY-MM-DD`; for a birth date also `MMyyyy` -> `YYYY-MM` and `yyyy` -> `YYYY`."""
+def _issued(text: str) -> str:
+    """`ddMMyyyy` -> `YYYY-MM-DD`."""
+    if not (DIGITS.fullmatch(text) and len(text) == 8):
+        raise Malformed("issued")
+    return calendar_date(int(text[4:]), int(text[2:4]), int(text[:2]), "issued").isoformat()
+
+
+def _birth(text: str, today: date) -> str:
+    """`ddMMyyyy` -> `YYYY-MM-DD`, `MMyyyy` -> `YYYY-MM`, `yyyy` -> `YYYY`; a real date, not after `today`."""
     if not DIGITS.fullmatch(text):
-        raise Malformed(field)
+        raise Malformed("birth")
     if len(text) == 8:
-        return calendar_date(int(text[4:]), int(text[2:4]), int(text[:2]), field).isoformat()
-    if allow_partial and len(text) == 6:
-        return calendar_date(int(text[2:]), int(text[:2]), 1, field).isoformat()[:7]
-    if allow_partial and len(text) == 4:
-        return calendar_date(int(text), 1, 1, field).isoformat()[:4]
-    raise Malformed(field)
+        return birth_date(int(text[4:]), int(text[2:4]), int(text[:2]), "birth", today)
+    if len(text) == 6:
+        return birth_date(int(text[2:]), int(text[:2]), None, "birth", today)
+    if len(text) == 4:
+        return birth_date(int(text), None, None, "birth", today)
+    raise Malformed("birth")

@@ -129,10 +129,20 @@ def verify(sign1: Sign1, public_key: PublicKeyTypes) -> bool:
     return False
 
 
-def sign_es256(private_key: ec.EllipticCurvePrivateKey, kid: bytes, payload: bytes) -> bytes:
-    """A tagged COSE_Sign1 with alg and kid in the protected header (for the issuing tool and tests)."""
-    protected = cbor2.dumps({HEADER_ALG: ES256, HEADER_KID: kid})
+def revocation_signature_part(signature: bytes, public_key: PublicKeyTypes) -> bytes:
+    """What an EU revocation list hashes of a signature: its first half (r) for ECDSA, all of it for RSA."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        return signature[:len(signature) // 2]
+    return signature
+
+
+def sign_es256(private_key: ec.EllipticCurvePrivateKey, kid: bytes, payload: bytes, *,
+               kid_unprotected: bool = False) -> bytes:
+    """A tagged COSE_Sign1 with alg and kid in the protected header, or the kid in the unprotected one (for the
+    issuing tool and tests)."""
+    protected = cbor2.dumps({HEADER_ALG: ES256} if kid_unprotected else {HEADER_ALG: ES256, HEADER_KID: kid})
     der = private_key.sign(sig_structure(protected, payload), ec.ECDSA(hashes.SHA256()))
     r, s = decode_dss_signature(der)
     signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [protected, {}, payload, signature]))
+    unprotected = {HEADER_KID: kid} if kid_unprotected else {}
+    return cbor2.dumps(cbor2.CBORTag(TAG_SIGN1, [protected, unprotected, payload, signature]))

@@ -2,30 +2,36 @@
 
 `HC1:` -> Base45 -> zlib -> COSE_Sign1 -> CWT -> health certificate. Every stage is bounded (input length,
 decompressed size, CBOR depth) and every failure becomes a reason code, never an exception:
-`malformed`, `unknown_key`, `bad_signature`, `expired`, `not_yet_valid`. The signature is checked before
-any claim is trusted. A signer whose certificate limits it to some certificate types (extended key usage,
-see kiosk.stores.trust) signing another type gives `unknown_key` with detail `key_usage`: nobody trusted signed it.
+`malformed`, `unknown_key`, `bad_signature`, `revoked`, `expired`, `not_yet_valid`. The signature is checked
+before any claim is trusted. A signer whose certificate limits it to some certificate types (extended key
+usage, see kiosk.stores.trust) signing another type gives `unknown_key` with detail `key_usage`: nobody
+trusted signed it. A certificate on the revocation list (EU 2022 style: hashes of its identifier, of the
+issuing country and identifier, or of its signature, see kiosk.stores.revocation) is `revoked`, whatever the
+clock says. What the certificate says is read by `kiosk.codes.hcert`: strictly where the decision depends
+on it, leniently (noted in `warnings`) elsewhere.
 `detail` names the failed check (never a value). Whether the holder is green is kiosk.health's decision.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
-import re
 import zlib
 from collections.abc import Mapping
-from datetime import date, datetime, timezone
-from typing import Any, TypeGuard
+from datetime import datetime, timezone
+from typing import Any
 
-from kiosk.codes import base45, cose
-from kiosk.model import DCC, Dose, HealthRecord, ParsedCode, Person, TestResult
-from kiosk.ports import SignerKeys
+from kiosk.codes import base45, cose, hcert
+from kiosk.codes.fields import Malformed
+from kiosk.model import DCC, ParsedCode, Person
+from kiosk.ports import RevocationSource, SignerKeys
 
 PREFIX = "HC1:"
 CLAIM_ISS, CLAIM_EXP, CLAIM_IAT, CLAIM_HCERT = 1, 4, 6, -260
-TEST_DETECTED = "260373001"  # SNOMED CT "detected" in the t/tr field
+# Revocation list hash types (EU DCC revocation, 2022) and the bytes of each SHA-256 the lists keep.
+UCI, COUNTRY_UCI, SIGNATURE = "UCI", "COUNTRYCODEUCI", "SIGNATURE"
+REVOCATION_HASH_BYTES = 16
 log = logging.getLogger(__name__)
-_BIRTH = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?")
 
 
 class Rejected(Exception):
@@ -38,19 +44,41 @@ def malformed(detail: str) -> Rejected:
     return Rejected("malformed", detail)
 
 
+def revocation_hashes(sign1: cose.Sign1, claims: Mapping[Any, Any], public_key: Any) -> list[tuple[str, bytes]]:
+    """(hash type, truncated SHA-256) of this certificate, as EU revocation lists give them: of each entry's
+    UCI, of the CWT issuer country followed by the UCI, and of the signature (its r half for ECDSA)."""
+    def digest(data: bytes) -> bytes:
+        return hashlib.sha256(data).digest()[:REVOCATION_HASH_BYTES]
+
+    out = [(SIGNATURE, digest(cose.revocation_signature_part(sign1.signature, public_key)))]
+    hc = claims.get(CLAIM_HCERT)
+    dgc = hc.get(1) if isinstance(hc, Mapping) else None
+    country = claims.get(CLAIM_ISS) if isinstance(claims.get(CLAIM_ISS), str) else ""
+    for uci in hcert.ucis(dgc) if isinstance(dgc, Mapping) else ():
+        out.append((UCI, digest(uci.encode("utf-8"))))
+        if country:
+            out.append((COUNTRY_UCI, digest((country + uci).encode("utf-8"))))
+    return out
+
+
 class DccVerifier:
-    def __init__(self, trust: SignerKeys, *, clock_skew_seconds: int = 300, max_input: int = 4096,
-                 max_decompressed: int = 65536, max_cbor_depth: int = 16):
+    def __init__(self, trust: SignerKeys, *, revocations: RevocationSource | None = None,
+                 clock_skew_seconds: int = 300, max_input: int = 4096, max_decompressed: int = 65536,
+                 max_cbor_depth: int = 16):
         self.trust = trust
+        self.revocations = revocations
         self.clock_skew_seconds = clock_skew_seconds
         self.max_input = max_input
         self.max_decompressed = max_decompressed
         self.max_cbor_depth = max_cbor_depth
 
     def parse(self, text: str, now: datetime) -> ParsedCode:
-        """The certificate holder with verified health data, or `ParsedCode("dcc", error=reason)`."""
+        """The certificate holder with verified health data, or `ParsedCode("dcc", error=reason)`.
+
+        `now` is the instant of the scan in the site's time zone (its date bounds the date of birth)."""
         try:
-            return ParsedCode(DCC, person=self._verified_person(text, now))
+            person, warnings = self._verified_person(text, now)
+            return ParsedCode(DCC, person=person, warnings=warnings)
         except Rejected as exc:
             return ParsedCode(DCC, error=exc.reason, detail=exc.detail)
         except Exception as exc:  # a bug here must cost one scan, not the kiosk: the code is simply unusable
@@ -97,7 +125,7 @@ class DccVerifier:
         return claims
 
     # ------------------------------------------------------------------ the whole chain
-    def _verified_person(self, text: str, now: datetime) -> Person:
+    def _verified_person(self, text: str, now: datetime) -> tuple[Person, tuple[str, ...]]:
         sign1 = self.sign1(text)
         kid = sign1.kid
         if not kid:
@@ -108,25 +136,33 @@ class DccVerifier:
         if not cose.verify(sign1, key):
             raise Rejected("bad_signature", "signature")
         claims = self.claims(sign1)
+        if self.revocations is not None:
+            listed = self.revocations.revoked(revocation_hashes(sign1, claims, key))
+            if listed:
+                raise Rejected("revoked", listed.lower())
         self._check_validity(claims, now)
-        hcert = claims.get(CLAIM_HCERT)
-        dgc = hcert.get(1) if isinstance(hcert, Mapping) else None
+        hc = claims.get(CLAIM_HCERT)
+        dgc = hc.get(1) if isinstance(hc, Mapping) else None
         if not isinstance(dgc, Mapping):
             raise malformed("hcert")
         allowed = self.trust.usages_for(kid)
         if allowed is not None and any(dgc.get(kind) for kind in ("v", "t", "r") if kind not in allowed):
             raise Rejected("unknown_key", "key_usage")  # the signer is not trusted for this certificate type
+        try:
+            cert = hcert.read(dgc, now.date())
+        except Malformed as exc:
+            raise malformed(exc.field) from None
         issuer = claims.get(CLAIM_ISS)
-        return Person(name=_name(dgc.get("nam")), birth=_birth(dgc.get("dob")),
-                      extra={"issuer": issuer if isinstance(issuer, str) else None,
-                             "kid": base64.b64encode(kid).decode("ascii")},
-                      health=_health(dgc))
+        person = Person(name=cert.name, birth=cert.birth, health=cert.health,
+                        extra={"issuer": issuer if isinstance(issuer, str) else None,
+                               "kid": base64.b64encode(kid).decode("ascii")})
+        return person, cert.warnings
 
     def _check_validity(self, claims: Mapping[Any, Any], now: datetime) -> None:
-        exp, iat = claims.get(CLAIM_EXP), claims.get(CLAIM_IAT)
-        if not _is_time(exp):
+        exp, iat = _seconds(claims.get(CLAIM_EXP)), _seconds(claims.get(CLAIM_IAT))
+        if exp is None:
             raise malformed("exp")
-        if iat is not None and not _is_time(iat):
+        if iat is None and claims.get(CLAIM_IAT) is not None:
             raise malformed("iat")
         instant = now.timestamp()
         if instant > exp:
@@ -135,69 +171,10 @@ class DccVerifier:
             raise Rejected("not_yet_valid", "iat")
 
 
-def _is_time(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2 ** 40
-
-
-def _text(value: Any, field: str, *, required: bool = False) -> str | None:
-    if value is None and not required:
-        return None
-    if not isinstance(value, str):
-        raise malformed(field)
-    return value.strip() or None
-
-
-def _name(nam: Any) -> str | None:
-    if not isinstance(nam, Mapping):
-        raise malformed("nam")
-    fnt, gnt = _text(nam.get("fnt"), "fnt"), _text(nam.get("gnt"), "gnt")
-    if fnt:  # the ICAO-transliterated form: uppercase ASCII with '<' for spaces, like the national codes
-        parts = [fnt, gnt]
-    else:
-        parts = [_text(nam.get("fn"), "fn"), _text(nam.get("gn"), "gn")]
-    name = " ".join(p.replace("<", " ") for p in parts if p)
-    return " ".join(name.split()) or None
-
-
-def _birth(dob: Any) -> str | None:
-    """YYYY, YYYY-MM or YYYY-MM-DD; the schema allows an empty dob (unknown) and older issuers a time part."""
-    text = _text(dob, "dob")
-    if text is None:
-        return None
-    match = _BIRTH.match(text)
-    if not match:
-        raise malformed("dob")
-    return match.group(0)
-
-
-def _moment(value: Any, field: str) -> date | datetime:
-    """A date, or an aware datetime when the field has a time (a naive time is UTC, as the schema intends)."""
-    if not isinstance(value, str) or len(value) < 10:
-        raise malformed(field)
-    try:
-        if len(value) == 10:
-            return date.fromisoformat(value)
-        instant = datetime.fromisoformat(value)
-    except ValueError:
-        raise malformed(field) from None
-    return instant if instant.tzinfo else instant.replace(tzinfo=timezone.utc)
-
-
-def _day(value: Any, field: str) -> date:
-    moment = _moment(value, field)
-    return moment.date() if isinstance(moment, datetime) else moment  # the calendar day as the issuer wrote it
-
-
-def _entries(dgc: Mapping[Any, Any], key: str) -> list[Mapping[Any, Any]]:
-    entries = dgc.get(key, [])
-    if not isinstance(entries, (list, tuple)) or not all(isinstance(e, Mapping) for e in entries):
-        raise malformed(key)
-    return list(entries)
-
-
-def _health(dgc: Mapping[Any, Any]) -> HealthRecord:
-    doses = tuple(Dose(_day(v.get("dt"), "v.dt"), _text(v.get("mp"), "v.mp")) for v in _entries(dgc, "v"))
-    recoveries = [_day(r.get("fr"), "r.fr") for r in _entries(dgc, "r")]
-    tests = tuple(TestResult(_moment(t.get("sc"), "t.sc"), _text(t.get("tr"), "t.tr") == TEST_DETECTED)
-                  for t in _entries(dgc, "t"))
-    return HealthRecord(doses=doses, recovered=max(recoveries) if recoveries else None, tests=tests)
+def _seconds(value: Any) -> float | None:
+    """A CWT NumericDate (a number, or a CBOR epoch/date-time tag as some issuers write it) in seconds."""
+    if isinstance(value, datetime):
+        value = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < 2 ** 40:
+        return float(value)
+    return None

@@ -36,3 +36,14 @@ def calendar_date(year: int, month: int, day: int, field: str) -> date:
         return date(year, month, day)
     except ValueError:
         raise Malformed(field) from None
+
+
+def birth_date(year: int, month: int | None, day: int | None, field: str, today: date) -> str:
+    """A date of birth at the precision the code gives: `YYYY-MM-DD`, `YYYY-MM` (no day) or `YYYY` (no month).
+
+    It must be a real calendar date (30 February is not) from MIN_YEAR, and not after `today`: a partial date
+    counts from its first day, so a birth month or year that has begun is possible, a later one is not."""
+    first = calendar_date(year, month or 1, day or 1, field)
+    if first > today:
+        raise Malformed(field)
+    return first.isoformat()[:10 if day else 7 if month else 4]

@@ -6,8 +6,9 @@ Plain text: it identifies, it never proves (no signature, no health data).
 from __future__ import annotations
 
 import re
+from datetime import date
 
-from kiosk.codes.fields import ID_NUMBER, MASKED_ID_NUMBER, QID, Malformed, iso_date
+from kiosk.codes.fields import ID_NUMBER, ISO_DATE, MASKED_ID_NUMBER, QID, Malformed, birth_date
 from kiosk.model import Person
 
 NAME = re.compile(r"[A-Z]+( [A-Z]+)*")
@@ -21,8 +22,9 @@ PHONE = re.compile(r"[0-9]{10}|(?=.*\*)[0-9*]{1,10}")
 EXT_MAX_VALUES = 16
 
 
-def parse(fields: list[str]) -> Person:
-    """Person from the 6 fields; raises Malformed naming the first bad field."""
+def parse(fields: list[str], today: date) -> Person:
+    """Person from the 6 fields; raises Malformed naming the first bad field. `today` (the site's date) bounds
+    the date of birth: one in the future is malformed."""
     id_number, name, birth, declared, qid, ext = fields
     if not (ID_NUMBER.fullmatch(id_number) or MASKED_ID_NUMBER.fullmatch(id_number)):
         raise Malformed("id_number")
@@ -33,18 +35,17 @@ def parse(fields: list[str]) -> Person:
     if not QID.fullmatch(qid):
         raise Malformed("qid")
     gender, extra = _extension(ext)
-    return Person(id_number=id_number, qid=qid, name=name, birth=_birth(birth), gender=gender,
+    return Person(id_number=id_number, qid=qid, name=name, birth=_birth(birth, today), gender=gender,
                   declared_by_proxy=declared == "1", extra=extra)
 
 
-def _birth(text: str) -> str:
+def _birth(text: str, today: date) -> str:
     masked = MASKED_BIRTH.fullmatch(text)
     if masked:
-        year = masked.group(1)
-        if int(year) < 1900:
-            raise Malformed("birth")
-        return year
-    return iso_date(text, "birth").isoformat()
+        return birth_date(int(masked.group(1)), None, None, "birth", today)
+    if not ISO_DATE.fullmatch(text):
+        raise Malformed("birth")
+    return birth_date(int(text[:4]), int(text[5:7]), int(text[8:]), "birth", today)
 
 
 def _extension(ext: str) -> tuple[str, dict[str, str]]:

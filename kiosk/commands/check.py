@@ -127,6 +127,35 @@ def _probe_trust(cfg: Config) -> str:
     return f"{trust.count} signers, updated {trust.updated_at}"
 
 
+def _probe_revocation(cfg: Config) -> str:
+    from kiosk.app import build_clock, build_revocations
+
+    revocations = build_revocations(cfg)
+    if revocations.is_stale(build_clock(cfg).now(), cfg.trust.revocation_max_age_hours):
+        raise KioskError(f"revocation list is stale (not updated for {cfg.trust.revocation_max_age_hours} h): "
+                         "import the current list (`kiosk trust import`) or send it with the MQTT trust command")
+    summary = revocations.summary()
+    if summary["updated_at"] is None:
+        return "none received (signed certificates are not checked for revocation)"
+    return f"{sum(summary['hashes'].values())} hashes in {summary['batches']} batches, updated {summary['updated_at']}"
+
+
+def _probe_site_key(cfg: Config) -> str:
+    from kiosk.app import build_clock
+    from kiosk.identity import LOCAL, load_keys_for
+
+    ring = load_keys_for(cfg)
+    now = build_clock(cfg).now()
+    in_use = ring.current(now)
+    detail = f"key {in_use.id} in use, {len(ring.keys)} kept"
+    if in_use.origin == LOCAL:
+        detail += ("; it is this kiosk's own, so its subject_refs match no other kiosk's: install the site's keys "
+                   "(kiosk sitekey import, or the MQTT trust command)")
+    if ring.describe(now)["rotation_due"]:
+        detail += f"; rotation is due (older than {cfg.journal.key_rotate_days} days): kiosk sitekey rotate"
+    return detail
+
+
 def _probe_mqtt(cfg: Config) -> str:
     if not cfg.mqtt.enabled:
         return "disabled"
@@ -138,7 +167,8 @@ def _probe_mqtt(cfg: Config) -> str:
 PROBES: list[tuple[str, Callable[[Config], str]]] = [
     ("decoder", _probe_decoder), ("camera", _probe_camera), ("reader", _probe_reader),
     ("display", _probe_display), ("gpio", _probe_gpio), ("clock", _probe_clock), ("journal", _probe_journal),
-    ("roster", _probe_roster), ("trust", _probe_trust), ("mqtt", _probe_mqtt),
+    ("roster", _probe_roster), ("trust", _probe_trust), ("revocation", _probe_revocation),
+    ("site_key", _probe_site_key), ("mqtt", _probe_mqtt),
 ]
 
 

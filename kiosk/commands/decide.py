@@ -17,7 +17,7 @@ def register(sub: Subparsers, common: Parser) -> None:
 
 
 def run(args: Args) -> int:
-    from kiosk.app import build_clock, build_decider, build_roster, build_trust, staleness
+    from kiosk.app import build_clock, build_decider, build_revocations, build_roster, build_trust, staleness
 
     cfg = load_config(args)
     clock = build_clock(cfg)
@@ -30,13 +30,13 @@ def run(args: Args) -> int:
         synced = True  # the operator states the instant
     else:
         now, synced = clock.now(), clock.synced()
-    roster = build_roster(cfg)
-    trust = build_trust(cfg)
-    decider = build_decider(cfg, roster, trust)
-    # How old the roster and trust list are is a fact of now, whatever instant --at decides for.
-    roster_stale, trust_stale = staleness(cfg, roster, trust, clock)()
+    roster, trust, revocations = build_roster(cfg), build_trust(cfg), build_revocations(cfg)
+    decider = build_decider(cfg, roster, trust, revocations=revocations)
+    # How old the roster, trust and revocation lists are is a fact of now, whatever instant --at decides for.
+    stale = staleness(cfg, roster, trust, clock, revocations)()
     started = time.perf_counter()
-    decision = decider.decide(args.payload, now, synced, roster_stale=roster_stale, trust_stale=trust_stale)
+    decision = decider.decide(args.payload, now, synced, roster_stale=stale.roster, trust_stale=stale.trust,
+                              revocation_stale=stale.revocation)
     decision.latency_ms = (time.perf_counter() - started) * 1000.0
     emit(decision.to_json())
     return 0

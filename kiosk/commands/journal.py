@@ -120,15 +120,15 @@ def run_trace(args: Args) -> int:
 
 
 def _refs(cfg: Config, subject: str) -> list[str]:
-    """The subject_ref(s) to look up: the argument itself if it is one, else the ref of it as an ID and as a QID."""
+    """The subject_ref(s) to look up: the argument itself if it is one, else its refs as an ID and as a QID under
+    every site key kept (rows made before a key rotation are found too)."""
     if _REF.fullmatch(subject):
         return [subject]
-    from kiosk.identity import load_hash_key, subject_ref
+    from kiosk.identity import load_keys_for
     from kiosk.model import Person
 
-    key = load_hash_key(cfg)
-    refs = (subject_ref(key, Person(id_number=subject)), subject_ref(key, Person(qid=subject)))
-    return [r for r in refs if r]
+    keys = load_keys_for(cfg)
+    return keys.refs(Person(id_number=subject)) + keys.refs(Person(qid=subject))
 
 
 def run_purge(args: Args) -> int:

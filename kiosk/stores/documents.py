@@ -5,6 +5,8 @@ The check-in journal is SQLite (see DESIGN section 4 for the measurements behind
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import os
 import tempfile
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypeVar
 from tinydb import TinyDB
 from tinydb.storages import Storage
 
-from kiosk.errors import StorageError
+from kiosk.errors import DataError, StorageError
 
 if TYPE_CHECKING:
     from kiosk.ports import Clock
@@ -69,6 +71,36 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror} (check free space and permissions)") from None
+
+
+def read_limited(path: Path, max_bytes: int) -> bytes:
+    """The bytes of an input file of at most `max_bytes`; DataError (nothing imported) otherwise."""
+    try:
+        if path.stat().st_size > max_bytes:
+            raise DataError(f"{path} is larger than {max_bytes // (1024 * 1024)} MB; nothing imported")
+        return path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def decode_b64(value: Any, field: str) -> bytes:
+    """Base64 text of a JSON document (whitespace allowed); ValueError naming `field`, never the value."""
+    if not isinstance(value, str):
+        raise ValueError(f"{field} must be a base64 string")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{field} is not valid base64") from None
+
+
+def json_object(entry: Any, allowed: set[str]) -> dict[str, Any]:
+    """`entry` as an object of a JSON document with only `allowed` keys; ValueError naming the unknown ones."""
+    if not isinstance(entry, dict):
+        raise ValueError("not an object")
+    unknown = sorted(map(str, set(entry) - allowed))
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(unknown)}")
+    return entry
 
 
 def open_db(path: str | os.PathLike[str]) -> TinyDB:

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, TextIO, TypeVar
 from zoneinfo import ZoneInfo
 
+from kiosk import inert, masking
 from kiosk.errors import StorageError
 from kiosk.model import DIRECTIONS, Decision
-from kiosk.stores.checkins import DDL, INSERT, INSERT_COLUMNS, QUEUED_STATES, SCHEMA_VERSION, event_from_row
+from kiosk.stores.checkins import (DDL, INSERT, INSERT_COLUMNS, QUEUED_STATES, SCHEMA_VERSION, event_from_row,
+                                   remask_rows)
 
 BUSY_TIMEOUT_MS = 30_000
 EXPORT_FORMATS = ("csv", "jsonl")
@@ -73,6 +75,7 @@ class Journal:
             # FULL: the WAL is fsynced at every commit, so a shown check-in survives a power cut.
             self._db.execute("PRAGMA synchronous = FULL")
             self._transaction(self._migrate)
+            self._transaction(lambda: remask_rows(self._db, masking.remask))
         except (sqlite3.Error, StorageError) as exc:
             self._db.close()
             if isinstance(exc, StorageError):
@@ -162,7 +165,11 @@ class Journal:
         return iter(self._db.execute(sql, values))
 
     def export(self, fmt: str, out: TextIO, since: datetime | None = None, until: datetime | None = None) -> int:
-        """Write events as CSV (with a header, subject flattened) or JSON lines. Rows written."""
+        """Write events as CSV (with a header, subject flattened) or JSON lines. Rows written.
+
+        CSV is opened by people in spreadsheets: every cell is made inert (controls and bidi characters shown
+        as escapes, a leading `=`, `+`, `-` or `@` quoted), since a name from a signed certificate is free text.
+        JSON lines stay exact JSON (its consumers are programs)."""
         if fmt not in EXPORT_FORMATS:
             raise ValueError(f"export format must be one of {', '.join(EXPORT_FORMATS)}")
         writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS) if fmt == "csv" else None
@@ -173,8 +180,9 @@ class Journal:
             event = event_from_row(row)
             if writer:
                 subject = event.pop("subject")
-                writer.writerow({**{k: event[k] for k in CSV_COLUMNS if k in event},
-                                 **{f"subject_{f}": subject.get(f) for f in SUBJECT_FIELDS}})
+                cells = {**{k: event[k] for k in CSV_COLUMNS if k in event},
+                         **{f"subject_{f}": subject.get(f) for f in SUBJECT_FIELDS}}
+                writer.writerow({k: inert.cell(v) for k, v in cells.items()})
             else:
                 out.write(json.dumps(event, ensure_ascii=False) + "\n")
             written += 1

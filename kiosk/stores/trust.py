@@ -8,7 +8,6 @@ first 8 bytes of the SHA-256 of its DER encoding (EU DCC convention) unless the 
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import json
 import os
@@ -26,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from kiosk.codes import cose
 from kiosk.errors import DataError
-from kiosk.stores.documents import DocumentStore
+from kiosk.stores.documents import DocumentStore, decode_b64, json_object, read_limited
 
 PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 MAX_FILE_BYTES = 16 * 1024 * 1024
@@ -151,12 +150,7 @@ def parse_files(paths: list[Path]) -> list[Signer]:
 
 def parse_file(path: Path) -> list[Signer]:
     """Signers in a PEM file (one or more certificates), a DER certificate or a JSON document."""
-    try:
-        if path.stat().st_size > MAX_FILE_BYTES:
-            raise DataError(f"{path} is larger than {MAX_FILE_BYTES // (1024 * 1024)} MB; nothing imported")
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    raw = read_limited(path, MAX_FILE_BYTES)
     source = path.name
     stripped = raw.lstrip()
     if stripped[:1] in (b"[", b"{"):
@@ -225,30 +219,17 @@ def parse_json(obj: Any, message: str, source: str = "mqtt") -> list[Signer]:
 
 
 def _entry(entry: Any, source: str) -> Signer:
-    if not isinstance(entry, dict):
-        raise ValueError("not an object")
-    unknown = sorted(set(entry) - {"kid", "certificate", "public_key", "source"})
-    if unknown:
-        raise ValueError(f"unknown field(s) {', '.join(map(str, unknown))}")
-    kid = _decode_b64(entry["kid"], "kid") if entry.get("kid") is not None else None
+    entry = json_object(entry, {"kid", "certificate", "public_key", "source"})
+    kid = decode_b64(entry["kid"], "kid") if entry.get("kid") is not None else None
     if kid is not None and not 1 <= len(kid) <= MAX_KID_BYTES:
         raise ValueError(f"kid must be 1 to {MAX_KID_BYTES} bytes")
     if ("certificate" in entry) == ("public_key" in entry):
         raise ValueError("give exactly one of certificate or public_key")
     if "certificate" in entry:
-        return _signer(kid, _decode_b64(entry["certificate"], "certificate"), None, source)
+        return _signer(kid, decode_b64(entry["certificate"], "certificate"), None, source)
     if kid is None:
         raise ValueError("a bare public_key needs a kid")
-    return _signer(kid, None, _decode_b64(entry["public_key"], "public_key"), source)
-
-
-def _decode_b64(value: Any, field: str) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError(f"{field} must be a base64 string")
-    try:
-        return base64.b64decode("".join(value.split()), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"{field} is not valid base64") from None
+    return _signer(kid, None, decode_b64(entry["public_key"], "public_key"), source)
 
 
 def _signer(kid: bytes | None, cert_der: bytes | None, key_der: bytes | None, source: str) -> Signer:
