@@ -380,6 +380,41 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True)
+class ConsoleConfig:
+    bind: str = key(Str("127.0.0.1", "kiosk console: address the web server listens on (behind a TLS reverse proxy "
+                        "for anything but this machine)."))
+    port: int = key(Int(8080, "kiosk console: web server port.", min=1, max=65535))
+    database_url: str = key(Secret("console.sqlite", "Event store: a SQLite file (relative to this file's folder) or "
+                                   "postgresql://user:password@host/db. May hold a password: file: or env: work."))
+    session_secret: str = key(Secret("", "Key that signs session cookies (at least 32 characters). Empty: a random "
+                                     "key kept in the database, shared by every console process on it."))
+    secure_cookies: bool = key(Bool(False, "Mark cookies Secure (set true when the console is served over HTTPS)."))
+    hash_key: str = key(Secret("", "The sites' subject_ref key (the kiosks' journal.hash_key), for tracing and "
+                               "offline bundles. Empty: journal.hash_key of this file."))
+    sites: str = key(Str("", "Sites whose check-ins the collector stores, comma-separated (empty: every site)."))
+    group: str = key(Str("console", "Shared subscription group: console processes in one group split the load.",
+                         max_len=64))
+    client_id: str = key(Str("", "MQTT client id, unique per console process (empty: console-{group}-{port})."))
+    language: str = key(Str("vi", "Default language of the pages (a user may switch).", choices=("vi", "en")))
+    timezone: str = key(Str("Asia/Ho_Chi_Minh", "Time zone of days and hours on the pages."))
+    capacity: int = key(Int(0, "Default capacity of a site (people inside at once) for the occupancy warning "
+                            "(0: none). Per site: kiosk console site SITE --capacity N.", min=0, max=1000000))
+    capacity_warning_percent: int = key(Int(90, "Warn when occupancy reaches this share of capacity.",
+                                            min=1, max=100))
+    trace_days: int = key(Int(14, "Default window of a trace, in days back from now.", min=1, max=366))
+    trace_copresence_minutes: int = key(Int(30, "Who else was present: check-ins at the same site within this "
+                                            "many minutes of a visit.", min=1, max=1440))
+    offline_after_seconds: int = key(Int(180, "A kiosk whose last message is older than this shows as silent "
+                                         "(its retained status may still say online).", min=10, max=86400))
+    login_attempts: int = key(Int(5, "Failed logins allowed per user name and per client address in "
+                                  "login_window_seconds before logins are refused for that window.", min=1, max=1000))
+    login_window_seconds: int = key(Int(900, "Login rate-limit window.", min=10, max=86400))
+    session_hours: float = key(Float(12.0, "A session ends this long after login.", min=0.1, max=720))
+    max_upload_bytes: int = key(Int(8 * 1024 * 1024, "Largest staff list or bundle upload.", min=1024,
+                                    max=256 * 1024 * 1024))
+
+
+@dataclass(frozen=True)
 class Config:
     """The validated configuration: loaded once, immutable (runtime state lives in `kiosk.site.SiteState`)."""
 
@@ -397,6 +432,7 @@ class Config:
     clock: ClockConfig = field(default_factory=ClockConfig)
     mqtt: MqttConfig = field(default_factory=MqttConfig)
     service: ServiceConfig = field(default_factory=ServiceConfig)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
     source: Path | None = field(default=None, compare=False)
 
     def as_dict(self, redact: bool = True) -> dict[str, dict[str, Any]]:
@@ -515,9 +551,13 @@ def _cross_checks(v: dict[str, dict[str, Any]]) -> list[str]:
     try:
         from zoneinfo import ZoneInfo
 
-        ZoneInfo(v["site"]["timezone"])
+        for section in ("site", "console"):
+            ZoneInfo(v[section]["timezone"])
     except Exception:
-        problems.append(f'site.timezone: unknown time zone "{v["site"]["timezone"]}" (example: Asia/Ho_Chi_Minh)')
+        problems.append(f'{section}.timezone: unknown time zone "{v[section]["timezone"]}" '
+                        '(example: Asia/Ho_Chi_Minh)')
+    if v["console"]["session_secret"] and len(v["console"]["session_secret"]) < 32:
+        problems.append("console.session_secret: at least 32 characters (e.g. from `openssl rand -hex 32`)")
     if v["camera"]["type"] == "replay" and not v["camera"]["path"]:
         problems.append("camera.path: required when camera.type is replay (a folder of images or a video file)")
     elif v["camera"]["type"] == "replay" and not Path(v["camera"]["path"]).exists():

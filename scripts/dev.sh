@@ -9,8 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The tests of scripts/ and systemd/ need shellcheck and systemd-analyze: in CI they fail rather than skip.
-APT_PACKAGES=(libzbar0 fonts-dejavu-core mosquitto shellcheck systemd)
+# The tests of scripts/ and systemd/ need shellcheck and systemd-analyze, the console's tests a PostgreSQL server
+# and Chromium (Playwright drives Debian's browser; it never downloads one): in CI they fail rather than skip.
+APT_PACKAGES=(libzbar0 fonts-dejavu-core mosquitto shellcheck systemd postgresql chromium)
 
 apt_install() {
   local missing=()

@@ -224,7 +224,7 @@ def running_collector(cfg, db_path: Path, **kw):
 def collected_ids(db_path: Path) -> list[str]:
     db = sqlite3.connect(str(db_path), timeout=30)
     try:
-        return [r[0] for r in db.execute("SELECT id FROM events")]
+        return [r[0] for r in db.execute("SELECT id FROM checkins")]
     finally:
         db.close()
 

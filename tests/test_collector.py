@@ -14,7 +14,6 @@ import pytest
 from conftest import (collected_ids, fill_journal, free_port, journal_states, kiosk_config, running_collector,
                       wait_for)
 from kiosk.fleet.collector import validate
-from kiosk.fleet.events import EventStore
 from kiosk.fleet.tail import Tail
 
 EVENT = {"v": 1, "id": "a" * 32, "seq": 1, "ts": "2021-11-15T09:00:00+07:00", "site": "s1", "device": "d1",
@@ -40,15 +39,6 @@ def test_validate_rejects_bad_events():
     assert validate(b" " * 70_000, TOPIC) is None
 
 
-def test_store_is_idempotent(tmp_path):
-    store = EventStore(tmp_path / "c.sqlite")
-    event = json.loads(payload())
-    assert store.add([event, dict(event)]) == 1
-    assert store.add([event]) == 0
-    assert store.ids() == ["a" * 32]
-    store.close()
-
-
 def test_two_collectors_share_the_load_without_duplicates(tmp_path, broker):
     from kiosk.mqtt.uplink import Uplink
 
@@ -66,6 +56,18 @@ def test_two_collectors_share_the_load_without_duplicates(tmp_path, broker):
         assert a.result.stored > 0 and b.result.stored > 0
     got_a, got_b = collected_ids(tmp_path / "a.sqlite"), collected_ids(tmp_path / "b.sqlite")
     assert not set(got_a) & set(got_b) and len(got_a) + len(got_b) == n
+
+
+def test_tail_prints_a_readable_line_with_hostile_fields_inert():
+    from kiosk.fleet.tail import json_line, line
+
+    event = json.loads(payload(direction="in", reason="vaccinated_14d", subject_ref="ab" * 16,
+                               subject={"name": "N.V. \x1b]52;c;cm0gLXJmIH4=\x07THU\u202e", "id": "******000001"}))
+    text = line(event)
+    assert text.startswith("2021-11-15T09:00:00+07:00  s1/d1  in   GREEN    vaccinated_14d  N.V. ")
+    assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text
+    assert "\\x1b]52" in text and "\\u202e" in text and "ref=abababababab" in text
+    assert "\x1b" not in json_line(event) and json.loads(json_line(event)) == event
 
 
 def test_tail_prints_each_checkin_once(tmp_path):
@@ -116,7 +118,7 @@ def test_tail_and_collector_commands(tmp_path, broker, watcher_factory, subscrip
     def run(name, *args):
         results[name] = run_cli(name, *common, *args)
 
-    threads = [threading.Thread(target=run, args=("tail", "--max-events", "5")),
+    threads = [threading.Thread(target=run, args=("tail", "--json", "--max-events", "5")),
                threading.Thread(target=run, args=("collector", "--db", str(tmp_path / "c.sqlite"),
                                                   "--max-events", "5", *subscription))]
     for t in threads:
@@ -134,6 +136,9 @@ def test_tail_and_collector_commands(tmp_path, broker, watcher_factory, subscrip
     assert [json.loads(line)["id"] for line in results["tail"].stdout.splitlines()] == ids
     summary = json.loads(results["collector"].stdout.splitlines()[-1])
     assert summary["stored"] == 5 and summary["invalid"] == 0
+    log = results["collector"].stderr                      # the collector says what it does, once
+    assert "collector connected to 127.0.0.1" in log and "kiosk/s1/+/checkin" in log
+    assert "stored 5 check-ins" in log
     assert set(acked["ids"]) <= set(ids)
 
 
@@ -249,3 +254,35 @@ def _accepts(port: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def test_bad_messages_are_counted_by_kind_and_logged_once_each(tmp_path, broker, watcher_factory, caplog):
+    """Not JSON, missing fields, hostile ids, bad times, duplicates: stored once or refused, never a crash."""
+    import logging
+
+    from kiosk.fleet.events import EventStore
+
+    cfg = kiosk_config(tmp_path, broker.port)
+    watcher = watcher_factory(broker.port, "kiosk/s1/d1/ack")
+    good = json.loads(payload())
+    messages = [(TOPIC, b"not json"), (TOPIC, b"not json either"), (TOPIC, b"[1, 2]"),
+                (TOPIC, payload(seq=None)), (TOPIC, payload(device="d9")),
+                (TOPIC, payload(id="b" * 32, ts="yesterday")), (TOPIC, payload(id="c" * 32, verdict="<b>x</b>")),
+                ("kiosk/s1/d1/status", b"\xff\xfe"), ("kiosk/s1/d1/telemetry", b"{}"),
+                (TOPIC, json.dumps(good).encode()), (TOPIC, json.dumps(good).encode())]
+    with caplog.at_level(logging.WARNING, logger="kiosk.fleet.collector"), \
+            running_collector(cfg, tmp_path / "c.sqlite") as collector:
+        for topic, body in messages:
+            watcher.publish(topic, body)
+        wait_for(lambda: collector.result.received == 9 and collector.result.telemetry == 1, 20,
+                 what="every message handled")
+        acked = watcher.next("kiosk/s1/d1/ack", where=lambda b: good["id"] in b["ids"])
+    assert collector.result.rejected == {"not_json": 2, "not_an_object": 1, "missing_seq": 1, "wrong_topic": 1,
+                                         "bad_ts": 1, "bad_verdict": 1, "bad_status": 1}
+    assert collector.result.stored == 1 and collector.result.duplicates == 1
+    assert acked["v"] == 1
+    lines = [r.getMessage() for r in caplog.records if "rejected a message" in r.getMessage()]
+    assert len(lines) == 7 and not any("not json" in line for line in lines)      # one per kind, no content
+    store = EventStore(tmp_path / "c.sqlite")
+    assert store.ids() == [good["id"]]
+    store.close()

@@ -1,16 +1,41 @@
 """`kiosk tail`: the operator's live view of a site's check-ins, each printed once."""
 from __future__ import annotations
 
+import json
 import queue
 import time
 import uuid
 from collections import OrderedDict
 from typing import Callable
 
+from kiosk import inert
 from kiosk.config import Config
 from kiosk.fleet.collector import validate
 from kiosk.mqtt.client import close, connect_or_explain, make_client
 from kiosk.mqtt.topics import checkin_filter
+
+SUBJECT_ORDER = ("name", "id", "birth", "gender")
+
+
+def line(event: dict) -> str:
+    """One readable line: time, site/device, direction, VERDICT, reason, masked subject, ref. Every field is
+    made inert (a name can carry terminal escapes or bidi overrides)."""
+    subject = event.get("subject") if isinstance(event.get("subject"), dict) else {}
+    who = " ".join(inert.text(subject[k]) for k in SUBJECT_ORDER if subject.get(k))
+    ref = event.get("subject_ref")
+    fields = [inert.text(event.get("ts")), f"{inert.text(event.get('site'))}/{inert.text(event.get('device'))}",
+              f"{inert.text(event.get('direction') or '?'):<3}", f"{inert.text(event.get('verdict')).upper():<7}",
+              inert.text(event.get("reason") or "-"), who or "-"]
+    if isinstance(ref, str) and ref:
+        fields.append("ref=" + inert.text(ref[:12]))
+    if event.get("clock_synced") is False:
+        fields.append("(clock not synced)")
+    return "  ".join(fields)
+
+
+def json_line(event: dict) -> str:
+    """The event as one JSON line; `ensure_ascii` writes every control and bidi character as an escape."""
+    return json.dumps(event, ensure_ascii=True)
 
 class Tail:
     """The operator's live view: each check-in printed once, de-duplicated by id (the last 100,000 kept)."""
