@@ -148,4 +148,5 @@ bundles = Table(
     Column("user_name", String(100), nullable=True),
     Column("events", Integer, nullable=False),
     Column("added", Integer, nullable=False),
+    Column("receipt", Text, nullable=False),              # the signed receipt handed back to the kiosk
 )

@@ -108,6 +108,18 @@ class Outbox:
             f"WHERE +up_state IN {QUEUED_SQL} AND id IN ({{marks}})",
             (), list(ids), meta=("last_ack_at", now))
 
+    def unconfirmed(self) -> Iterable[sqlite3.Row]:
+        """Every row the consumer has not stored yet, dropped ones included, in seq order (an offline bundle)."""
+        return iter(self.db.execute(
+            f"SELECT * FROM checkins WHERE up_state IN ('{PENDING}', '{PUBLISHED}', '{DROPPED}') ORDER BY seq"))
+
+    def confirm_bundle(self, ids: Iterable[str]) -> int:
+        """A console imported these from an offline bundle (its receipt names them): dropped ones too."""
+        return self._update(
+            f"UPDATE checkins SET up_state = '{CONFIRMED}' "
+            f"WHERE +up_state IN ('{PENDING}', '{PUBLISHED}', '{DROPPED}') AND id IN ({{marks}})",
+            (), list(ids), meta=("last_ack_at", self.clock()))
+
     def confirm_upto(self, seq: int) -> int:
         """Watermark: the consumer stored every event up to `seq`. Only rows this kiosk published are taken;
         a pending one below the mark is sent again and confirmed by the next ack."""
