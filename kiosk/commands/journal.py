@@ -27,8 +27,12 @@ def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("journal", parents=[common], help="export, count, trace or purge journaled check-ins")
     actions = p.add_subparsers(dest="journal_action", metavar="ACTION", required=True)
 
-    export = actions.add_parser("export", parents=[common], help="write check-ins as CSV or JSON lines")
-    export.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    export = actions.add_parser("export", parents=[common], help="write check-ins as CSV or JSON lines, or the "
+                                "unconfirmed ones as an offline bundle for the console")
+    what = export.add_mutually_exclusive_group(required=True)
+    what.add_argument("--format", choices=("csv", "jsonl"))
+    what.add_argument("--bundle", metavar="FILE", help="every check-in the console has not confirmed, MACed with "
+                      "the site key (journal.hash_key), for kiosk console import")
     _add_range(export, since_required=False)
     export.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     export.set_defaults(func=run_export)
@@ -84,6 +88,9 @@ def _run(args: Args, action: Callable[[Config, Journal, Bound, Bound], int]) -> 
 
 
 def run_export(args: Args) -> int:
+    if args.bundle:
+        return _run(args, lambda cfg, journal, since, until: write_bundle(cfg, args.bundle))
+
     def export(cfg: Config, journal: Journal, since: Bound, until: Bound) -> int:
         if not args.output:
             count = journal.export(args.format, sys.stdout, since, until)
@@ -98,6 +105,37 @@ def run_export(args: Args) -> int:
         return 0
 
     return _run(args, export)
+
+
+def write_bundle(cfg: Config, path: str) -> int:
+    """The journal's unconfirmed check-ins (pending, published, dropped) as a MACed offline bundle."""
+    from datetime import timezone
+
+    from kiosk.identity import load_hash_key
+    from kiosk.stores import bundle
+    from kiosk.stores.checkins import event_from_row
+    from kiosk.stores.outbox import Outbox
+
+    if not cfg.journal.hash_key:
+        print("kiosk journal export --bundle: set journal.hash_key to the site key the console has "
+              "(console.hash_key): the console cannot check a bundle made with this kiosk's own random key",
+              file=sys.stderr)
+        return 78
+    outbox = Outbox(cfg.journal.path)
+    try:
+        events = [event_from_row(row) for row in outbox.unconfirmed()]
+    finally:
+        outbox.close()
+    data = bundle.bundle(cfg.site.id, cfg.site.device, datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                         events, load_hash_key(cfg))
+    try:
+        with open(path, "wb") as out:
+            out.write(data)
+    except OSError as exc:
+        print(f"kiosk journal export: cannot write {path}: {exc.strerror}", file=sys.stderr)
+        return 74
+    emit({"bundle": path, "site": cfg.site.id, "device": cfg.site.device, "events": len(events)})
+    return 0
 
 
 def run_stats(args: Args) -> int:
