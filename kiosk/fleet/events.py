@@ -167,7 +167,7 @@ def insert_new(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, A
     upsert(conn, schema.devices, [{"site": s, "device": d, "last_checkin_ms": t, "last_seen_ms": t}
                                   for (s, d), t in sorted(last.items())],
            ("site", "device"), replace=("last_checkin_ms", "last_seen_ms"))
-    return new
+    return [{**r, "subject": json.loads(r["subject"])} for r in new]   # as the read queries give them
 
 
 @dataclass(frozen=True)
