@@ -346,3 +346,39 @@ def test_console_user_commands(tmp_path):
     assert user is not None and user.roles == {"s1": "owner"}
     assert [e["action"] for e in process.accounts.audit_log(["s1"])] == ["grant"]
     process.store.close()
+
+
+def test_demo_with_console_shows_the_demos_checkins(tmp_path):
+    """`kiosk demo --console`: the README's second line. The console serves the demo journal's check-ins."""
+    import signal
+
+    import httpx
+
+    from conftest import free_port, wait_for
+
+    port = free_port()
+    sets = [f"journal.path={tmp_path}/journal.sqlite", f"roster.path={tmp_path}/roster.json",
+            f"trust.path={tmp_path}/trust.json", f"display.path={tmp_path}/screens", "mqtt.port=1",
+            f"console.port={port}"]
+    proc = subprocess.Popen([sys.executable, "-m", "kiosk", "demo", "--console", "--drain-seconds", "0",
+                             *[a for s in sets for a in ("--set", s)]],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/login", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(up, 120, interval=0.2, what="the demo's console")
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as http:
+            csrf = http.get("/login").text.split('name="csrf" value="')[1].split('"')[0]
+            assert http.post("/login", data={"csrf": csrf, "name": "demo", "password": "demo-password"}
+                             ).status_code == 303
+            page = http.get("/live?site=demo-site").text
+        assert page.count('<li class="row') >= 5 and "N.V. THU" in page and "NGUYEN VAN THU" not in page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err          # Ctrl-C, after a clean shutdown
+    assert f"http://127.0.0.1:{port}/live?site=demo-site" in err and "Traceback" not in err

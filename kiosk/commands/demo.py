@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from kiosk import config
 from kiosk.commands import Args, Parser, Subparsers, emit, load_config, seconds
+from kiosk.errors import KioskError
 
 if TYPE_CHECKING:
     from kiosk.config import Config
@@ -24,7 +25,13 @@ def register(sub: Subparsers, common: Parser) -> None:
     p.add_argument("--keep", action="store_true", help="keep the previous demo journal instead of starting afresh")
     p.add_argument("--drain-seconds", type=seconds, default=5.0,
                    help="how long to wait for the uplink to deliver the check-ins when a broker is reachable")
+    p.add_argument("--console", action="store_true",
+                   help=f"then open the venue console on the demo's check-ins (user {DEMO_USER}, password "
+                        f"{DEMO_PASSWORD}; on console.bind:console.port, 127.0.0.1:8080 by default)")
     p.set_defaults(func=run)
+
+
+DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"
 
 
 def _reset(cfg: Config) -> None:
@@ -72,4 +79,37 @@ def run(args: Args) -> int:
         "latency_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 2) if latencies else None,
     }
     emit(summary)
+    if args.console:
+        return _console(cfg)
+    return 0
+
+
+def _console(cfg: Config) -> int:
+    """The console beside the demo journal (`console.sqlite` in its folder), holding the demo's check-ins."""
+    import dataclasses
+
+    from kiosk.fleet.accounts import Accounts
+    from kiosk.fleet.console import ConsoleProcess, open_store
+    from kiosk.stores.checkins import event_from_row
+    from kiosk.stores.outbox import Outbox
+
+    database = str(Path(cfg.journal.path).with_name("console.sqlite"))
+    cfg = dataclasses.replace(cfg, console=dataclasses.replace(cfg.console, database_url=database))
+    store = open_store(cfg)
+    outbox = Outbox(cfg.journal.path)
+    try:   # what the collector would have stored had a broker run (the same rows, stored once)
+        rows = outbox.db.execute("SELECT * FROM checkins ORDER BY seq").fetchall()
+        store.add([event_from_row(row) for row in rows])
+    finally:
+        outbox.close()
+    accounts = Accounts(store.engine)
+    if accounts.verify(DEMO_USER, DEMO_PASSWORD) is None:
+        try:
+            accounts.add_user(DEMO_USER, DEMO_PASSWORD)
+        except KioskError:
+            accounts.set_password(DEMO_USER, DEMO_PASSWORD)
+    accounts.grant(DEMO_USER, cfg.site.id, "owner")
+    print(f"console: http://{cfg.console.bind}:{cfg.console.port}/live?site={cfg.site.id}  user {DEMO_USER}, "
+          f"password {DEMO_PASSWORD}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    ConsoleProcess(cfg, store).serve()
     return 0
