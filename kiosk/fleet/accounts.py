@@ -62,9 +62,9 @@ class Accounts:
         with self.engine.begin() as conn:
             if conn.execute(select(schema.users.c.id).where(schema.users.c.name == name)).first():
                 raise DataError(f"user {name!r} exists already (kiosk console user passwd to change the password)")
-            user_id = conn.execute(schema.users.insert().values(
-                name=name, password_hash=_hasher.hash(password), disabled=False, created_ms=now_ms())
-            ).inserted_primary_key[0]
+            inserted = conn.execute(schema.users.insert().values(
+                name=name, password_hash=_hasher.hash(password), disabled=False, created_ms=now_ms()))
+            user_id = inserted.inserted_primary_key[0]  # type: ignore[index]
             self._audit(conn, by, "user_add", None, {"user": name})
         return int(user_id)
 

@@ -78,4 +78,4 @@ class BundleImporter:
             row = conn.execute(select(b.site, b.receipt).where(b.digest == digest[:64])).first()
         if row is None or row.site not in allowed_sites:
             return None
-        return row.receipt.encode("utf-8")
+        return str(row.receipt).encode("utf-8")

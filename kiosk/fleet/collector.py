@@ -95,8 +95,8 @@ class CollectorResult:
     statuses: int = 0
     telemetry: int = 0
     results: int = 0
-    rejected: Counter = field(default_factory=Counter)
-    devices: set = field(default_factory=set)
+    rejected: Counter[str] = field(default_factory=Counter)
+    devices: set[str] = field(default_factory=set)
 
     @property
     def invalid(self) -> int:
@@ -173,7 +173,7 @@ class Collector:
         """Send on the collector's connection (acks, and the console's commands to kiosks)."""
         if self.client is None:
             return False
-        return self.client.publish(topic, json.dumps(body, ensure_ascii=False), qos=qos).rc == 0
+        return bool(self.client.publish(topic, json.dumps(body, ensure_ascii=False), qos=qos).rc == 0)
 
     def run(self, *, max_events: int | None = None, until_idle: float | None = None,
             should_stop: Callable[[], bool] = lambda: False, flush_seconds: float = 0.2) -> CollectorResult:

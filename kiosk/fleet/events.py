@@ -358,7 +358,7 @@ class EventStore:
         query = (select(k.bucket_ms, k.direction, k.verdict, k.n)
                  .where(k.site == site, k.bucket_ms >= since_ms, k.bucket_ms < until_ms).order_by(k.bucket_ms))
         with self.engine.connect() as conn:
-            return [tuple(r) for r in conn.execute(query)]  # type: ignore[misc]
+            return [(int(r[0]), str(r[1]), str(r[2]), int(r[3])) for r in conn.execute(query)]
 
     def counts(self, site: str, start: datetime, days: int, zone: tzinfo) -> "Counts":
         """Per local hour and per local day from `start` (a local midnight) for `days` days."""
@@ -422,8 +422,7 @@ class Counts:
         for bucket_ms, direction, verdict, n in buckets:
             local = datetime.fromtimestamp(bucket_ms / 1000, zone)
             hour = local.replace(minute=0, second=0, microsecond=0)
-            for table, key in ((hours, hour), (days, local.date().isoformat())):
-                cell = table.setdefault(key, {"in": 0, "out": 0, "green": 0, "black": 0, "invalid": 0})
+            for cell in (hours.setdefault(hour, _empty()), days.setdefault(local.date().isoformat(), _empty())):
                 cell[verdict] += n
                 if direction == "out" or verdict == GREEN:
                     cell[direction] += n      # admitted entries, and every exit
@@ -435,3 +434,7 @@ class Counts:
         for bucket_ms in sorted(net):
             occupancy = max(0, occupancy + net[bucket_ms])
         return cls(hours=hours, days=days, occupancy=occupancy)
+
+
+def _empty() -> dict[str, int]:
+    return {"in": 0, "out": 0, "green": 0, "black": 0, "invalid": 0}

@@ -10,18 +10,14 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
-from typing import Any, Awaitable, Callable
+from typing import Callable
 
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 CSRF_FIELD = "csrf"
-
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 # No inline script or style anywhere: what a check-in carries can never run, even if escaping failed.
 HEADERS = [
@@ -104,7 +100,7 @@ class BodyLimit:
             return
         seen = 0
 
-        async def bounded() -> dict[str, Any]:
+        async def bounded() -> Message:
             nonlocal seen
             message = await receive()
             if message["type"] == "http.request":
@@ -132,7 +128,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
-        async def with_headers(message: dict[str, Any]) -> None:
+        async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = list(message.get("headers", [])) + HEADERS
             await send(message)

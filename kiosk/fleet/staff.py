@@ -104,7 +104,7 @@ class StaffLists:
     def current(self, site: str) -> dict[str, str]:
         s = schema.staff.c
         with self.engine.connect() as conn:
-            return dict(conn.execute(select(s.person, s.digest).where(s.site == site)).all())  # type: ignore[arg-type]
+            return {str(p): str(d) for p, d in conn.execute(select(s.person, s.digest).where(s.site == site))}
 
     def push(self, upload: Upload, devices: list[str]) -> str:
         """Send the list to every kiosk of the site (its `all/cmd/roster`); returns the correlation id."""

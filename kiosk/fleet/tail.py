@@ -6,7 +6,7 @@ import queue
 import time
 import uuid
 from collections import OrderedDict
-from typing import Callable
+from typing import Any, Callable
 
 from kiosk import inert
 from kiosk.config import Config
@@ -17,10 +17,10 @@ from kiosk.mqtt.topics import checkin_filter
 SUBJECT_ORDER = ("name", "id", "birth", "gender")
 
 
-def line(event: dict) -> str:
+def line(event: dict[str, Any]) -> str:
     """One readable line: time, site/device, direction, VERDICT, reason, masked subject, ref. Every field is
     made inert (a name can carry terminal escapes or bidi overrides)."""
-    subject = event.get("subject") if isinstance(event.get("subject"), dict) else {}
+    subject = event["subject"] if isinstance(event.get("subject"), dict) else {}
     who = " ".join(inert.text(subject[k]) for k in SUBJECT_ORDER if subject.get(k))
     ref = event.get("subject_ref")
     fields = [inert.text(event.get("ts")), f"{inert.text(event.get('site'))}/{inert.text(event.get('device'))}",
@@ -33,18 +33,19 @@ def line(event: dict) -> str:
     return "  ".join(fields)
 
 
-def json_line(event: dict) -> str:
+def json_line(event: dict[str, Any]) -> str:
     """The event as one JSON line; `ensure_ascii` writes every control and bidi character as an escape."""
     return json.dumps(event, ensure_ascii=True)
+
 
 class Tail:
     """The operator's live view: each check-in printed once, de-duplicated by id (the last 100,000 kept)."""
 
-    def __init__(self, cfg: Config, site: str | None, emit: Callable[[dict], None], remember: int = 100_000):
+    def __init__(self, cfg: Config, site: str | None, emit: Callable[[dict[str, Any]], None], remember: int = 100_000):
         self.cfg, self.emit, self.remember = cfg, emit, remember
         self.topic = checkin_filter(cfg, site)
         self.seen: OrderedDict[str, None] = OrderedDict()
-        self._messages: queue.Queue = queue.Queue()
+        self._messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.printed = 0
 
     def show(self, topic: str, payload: bytes) -> bool:

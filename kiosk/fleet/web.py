@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import hashlib
-import hmac
 import io
 import json
 import re
@@ -25,6 +23,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -39,6 +38,8 @@ from kiosk.errors import DataError, KioskError
 from kiosk.fleet.accounts import ROLES, Accounts, User
 from kiosk.fleet.events import Counts, Cursor, EventStore, Filters, mask_subject, now_ms
 from kiosk.fleet.live import Hub
+from starlette.types import ASGIApp
+
 from kiosk.fleet.security import CSRF_FIELD, BodyLimit, LoginLimiter, SecurityHeaders, checked_form, csrf_token
 from kiosk.fleet.staff import StaffLists
 from kiosk.fleet.words import LANGUAGES, word
@@ -108,13 +109,11 @@ class Pages:
 
     # -------------------------------------------------------------- helpers
     def render(self, view: View, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        c = self.c
         sites = view.user.sites() if view.user else []
         html = self.env.get_template(template).render(
             v=view, t=view.t, user=view.user, site=view.site, site_info=view.site_info, sites=sites,
             csrf=csrf_token(view.request), csrf_field=CSRF_FIELD, version=__version__,
-            clock=lambda ms: self.clock(ms), when=lambda ms: self.when(ms), **context)
-        _ = c
+            clock=self.clock, when=self.when, **context)
         return HTMLResponse(html, status_code=status)
 
     def clock(self, ms: int | None) -> str:
@@ -350,15 +349,15 @@ class Pages:
         now, silent_after = now_ms(), self.c.cfg.console.offline_after_seconds * 1000
         out = []
         for d in self.c.store.devices([view.site]):
-            tel = d["telemetry"] if isinstance(d["telemetry"], dict) else {}
-            box = tel.get("outbox") if isinstance(tel.get("outbox"), dict) else {}
+            tel: dict[str, Any] = d["telemetry"] if isinstance(d["telemetry"], dict) else {}
+            box: dict[str, Any] = tel["outbox"] if isinstance(tel.get("outbox"), dict) else {}
+            uplink: dict[str, Any] = tel["uplink"] if isinstance(tel.get("uplink"), dict) else {}
             alarms = [a for a in (tel.get("alarms") or []) if isinstance(a, str)][:20]
-            uplink = tel.get("uplink") if isinstance(tel.get("uplink"), dict) else {}
             alarms += [a for a in (uplink.get("alarms") or []) if isinstance(a, str) and a not in alarms][:20]
             state = d["status"] or "offline"
             if state == "online" and (not d["last_seen_ms"] or now - d["last_seen_ms"] > silent_after):
                 state = "silent"
-            depth = sum(v for v in (box.get("pending"), box.get("published_unconfirmed")) if isinstance(v, int))
+            depth = sum(int(v) for v in (box.get("pending"), box.get("published_unconfirmed")) if isinstance(v, int))
             out.append({"device": d["device"], "state": state, "last_seen_ms": d["last_seen_ms"],
                         "version": d["version"] or tel.get("version"), "outbox": depth,
                         "oldest_pending_s": box.get("oldest_pending_age_s"), "alarms": alarms,
@@ -380,8 +379,7 @@ class Pages:
         view = self.view(request, "staff")
         assert view.site is not None and view.user is not None
         form = await checked_form(request)
-        upload = form.get("file")
-        data = await upload.read() if hasattr(upload, "read") else b""
+        data = await _file_bytes(form.get("file"))
         if not data:
             return self.render(view, "staff.html", status=400, problems=[], error_text=view.t("bad_request"),
                                current=len(self.c.staff.current(view.site)), kiosks=[])
@@ -522,8 +520,7 @@ class Pages:
         view = self.view(request, "import")
         assert view.site is not None and view.user is not None
         form = await checked_form(request)
-        upload = form.get("file")
-        data = await upload.read() if hasattr(upload, "read") else b""
+        data = await _file_bytes(form.get("file"))
         if self.c.bundles is None:
             raise HTTPException(503, "offline import is not configured")
         try:
@@ -557,6 +554,11 @@ class _Redirect(Exception):
 class _Refused(Exception):
     def __init__(self, view: View, why: str):
         self.view, self.why = view, why
+
+
+async def _file_bytes(upload: Any) -> bytes:
+    """The bytes of an uploaded file field (empty when the field is missing or is plain text)."""
+    return bytes(await upload.read()) if isinstance(upload, UploadFile) else b""
 
 
 def _sse(event: str, html: str, newest: dict[str, Any] | None) -> str:
@@ -613,7 +615,7 @@ def _query(request: Request, drop: tuple[str, ...] = ()) -> str:
     return urlencode([(k, v) for k, v in request.query_params.multi_items() if k not in drop])
 
 
-def create_app(console: Console) -> Starlette:
+def create_app(console: Console) -> ASGIApp:
     pages = Pages(console)
     cfg = console.cfg.console
 
@@ -667,7 +669,7 @@ def create_app(console: Console) -> Starlette:
     middleware = [Middleware(SessionMiddleware, secret_key=session_secret(console), session_cookie="kiosk_console",
                              max_age=int(cfg.session_hours * 3600), same_site="lax", https_only=cfg.secure_cookies)]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: refused})
-    return SecurityHeaders(BodyLimit(app, cfg.max_upload_bytes + 64 * 1024))  # type: ignore[return-value]
+    return SecurityHeaders(BodyLimit(app, cfg.max_upload_bytes + 64 * 1024))
 
 
 def session_secret(console: Console) -> str:
@@ -686,6 +688,3 @@ def session_secret(console: Console) -> str:
         return str(conn.execute(select(schema.settings.c.value).where(schema.settings.c.key == "session_secret"))
                    .scalar())
 
-
-def hmac_hex(key: bytes, data: bytes) -> str:
-    return hmac.new(key, data, hashlib.sha256).hexdigest()
