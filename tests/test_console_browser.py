@@ -2,8 +2,8 @@
 `kiosk console`'s own parts (uvicorn, the collector on a real Mosquitto, SQLite) and a real kiosk App whose
 check-ins come from its reader port and travel kiosk journal -> uplink -> broker -> collector -> browser.
 
-Screenshots are written to the test's folder (`console-shots/`); with KIOSK_UPDATE_SCREENSHOTS=1 the
-README's ones in docs/ are replaced too.
+Screenshots are written to the test's folder (`console-shots/`: live-laptop, live-phone, staff-preview, trace,
+today-laptop, today-phone); with KIOSK_UPDATE_SCREENSHOTS=1 the README's two in docs/ are replaced too.
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ SITE_KEY = "site-key-" + "z" * 32
 KHACH = "C0000004|PHAM MINH KHACH|1970-01-31|0|163000000000000004|"
 THU = "079090000001|NGUYEN VAN THU|1990-12-01|0|163000000000000001|"
 DOCS = Path(__file__).resolve().parent.parent / "docs"
+README_SHOTS = {"live-phone", "today-laptop"}
 
 
 def config_for(tmp_path: Path, broker_port: int, web_port: int):
@@ -97,7 +98,7 @@ def shoot(page, tmp_path: Path, name: str) -> Path:
     folder.mkdir(exist_ok=True)
     path = folder / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("KIOSK_UPDATE_SCREENSHOTS") == "1":
+    if os.environ.get("KIOSK_UPDATE_SCREENSHOTS") == "1" and name in README_SHOTS:
         DOCS.mkdir(exist_ok=True)
         shutil.copy(path, DOCS / f"console-{name}.png")
     return path
@@ -227,6 +228,22 @@ def test_live_feed_on_a_phone_and_after_it_sleeps(live_console, browser, tmp_pat
     page.wait_for_selector("#feed li:nth-child(2)", timeout=15_000)
     assert "P.M. KHACH" in page.inner_text("#feed li:first-child")
     shoot(page, tmp_path, "live-phone")
+    # pause: the page stops listening (no stream at all); resume shows what came meanwhile
+    page.click("text=Tạm dừng")
+    page.wait_for_selector(".paused")
+    wait_for(lambda: process.hub.streams == 0, 20, what="the paused page's stream to close")
+    reader.texts.put(THU)
+    wait_for(lambda: len(process.store.recent("s1")) == 3, 15, what="the third check-in stored")
+    assert page.locator("#feed li").count() == 2 and page.query_selector("[sse-connect]") is None
+    page.click("text=Tiếp tục")
+    page.wait_for_selector("#feed li:nth-child(3)")
+    assert page.query_selector("[sse-connect]") is not None
+    # every page fits the phone's width
+    for path in ("/today", "/days", "/kiosks", "/staff", "/trace", "/users", "/audit", "/import"):
+        page.goto(f"{base}{path}?site=s1")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 360, path
+        if path == "/today":
+            shoot(page, tmp_path, "today-phone")
     context.close()
 
 
