@@ -31,9 +31,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
 
 from conftest import Broker, free_port, wait_for  # noqa: E402  (the tests' mosquitto)
+from uplink import summary  # noqa: E402  (p50/p95/max as the other benchmarks print them)
 from postgres import PostgresServer, _bindir  # noqa: E402  (the tests' throwaway PostgreSQL)
 from kiosk import config  # noqa: E402
 
@@ -41,16 +42,6 @@ PASSWORD = "bench password 123"
 SITES, DEVICES, PEOPLE, DAYS = 20, 4, 1_000_000, 60
 KIOSKS, RATE = 10, 5.0
 CHROMIUM = "/usr/bin/chromium"
-
-
-def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
-
-
-def summary(ms: list[float]) -> dict:
-    return {"n": len(ms), "p50_ms": round(statistics.median(ms), 1), "p95_ms": round(pct(ms, 0.95), 1),
-            "max_ms": round(max(ms), 1)}
 
 
 def make_config(folder: Path, database: str, broker_port: int = 1, web_port: int | None = None):
@@ -229,7 +220,7 @@ def fill(engine, n: int) -> float:
     at = f"({start} + CAST(g * {step} AS BIGINT))"
     ts = (f"to_char(to_timestamp({at} / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || '+00:00'" if pg
           else f"strftime('%Y-%m-%dT%H:%M:%S', {at} / 1000, 'unixepoch') || '+00:00'")
-    source = (f"generate_series(1, {n}) AS s(g)" if pg else
+    source = (f"generate_series(1::bigint, {n}) AS s(g)" if pg else
               f"(WITH RECURSIVE c(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM c WHERE g < {n}) SELECT g FROM c)")
     select = f"""SELECT 'b' || g, 's' || (g % {SITES}), 'd' || ((g / {SITES}) % {DEVICES}), g, {ts}, {at}, {at},
         {'true' if pg else 1}, CASE WHEN g % 2 = 0 THEN 'in' ELSE 'out' END, 'trace', 'personal_qr',

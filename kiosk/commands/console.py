@@ -87,22 +87,20 @@ def _accounts(args):
 
 
 def run_user_add(args) -> int:
-    store, accounts = _accounts(args)
-    try:
-        accounts.add_user(args.name, _password(args))
-    finally:
-        store.close()
-    emit({"user": args.name, "added": True})
-    return 0
+    return _with_password(args, "add_user", {"added": True})
 
 
 def run_user_passwd(args) -> int:
+    return _with_password(args, "set_password", {"password": "changed"})
+
+
+def _with_password(args, method: str, said: dict) -> int:
     store, accounts = _accounts(args)
     try:
-        accounts.set_password(args.name, _password(args))
+        getattr(accounts, method)(args.name, _password(args))
     finally:
         store.close()
-    emit({"user": args.name, "password": "changed"})
+    emit({"user": args.name, **said})
     return 0
 
 

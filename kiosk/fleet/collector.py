@@ -216,7 +216,7 @@ class Collector:
 
     def _reject(self, why: str, topic: str) -> None:
         self.result.rejected[why] += 1
-        if self.result.rejected[why] == 1:   # one line per kind; the rest are counted (`kiosk console` shows them)
+        if self.result.rejected[why] == 1:   # one line per kind; the rest are counted (the summary gives them)
             log.warning("rejected a message on %s: %s (further ones of this kind are counted, not logged)",
                         topic[:200], why)
 

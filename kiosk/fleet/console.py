@@ -58,8 +58,7 @@ class ConsoleProcess:
         self.bundles = BundleImporter(self.store, key)
         self.accounts = Accounts(self.store.engine)
         self.console = Console(cfg=cfg, store=self.store, accounts=self.accounts, hub=self.hub, staff=self.staff,
-                               hash_key=key, bundles=self.bundles, online=lambda: self.collector.client is not None,
-                               counters=lambda: self.collector.result.as_dict())
+                               hash_key=key, bundles=self.bundles, online=lambda: self.collector.client is not None)
         self.app = create_app(self.console)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -68,7 +68,6 @@ class Console:
     hash_key: bytes
     bundles: Any = None                       # kiosk.fleet.bundle.BundleImporter
     online: Callable[[], bool] = lambda: False
-    counters: Callable[[], dict[str, Any]] = dict
     zone: ZoneInfo = field(init=False)
 
     def __post_init__(self) -> None:
@@ -541,8 +540,7 @@ class Pages:
                         headers={"Content-Disposition": f'attachment; filename="receipt-{digest[:12]}.json"'})
 
     async def health(self, request: Request) -> Response:
-        body = {"ok": True, "mqtt": "online" if self.c.online() else "offline", "version": __version__,
-                **self.c.counters()}
+        body = {"ok": True, "mqtt": "online" if self.c.online() else "offline", "version": __version__}
         return Response(json.dumps(body), media_type="application/json")
 
 
