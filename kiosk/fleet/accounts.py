@@ -15,6 +15,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine, delete, select, update
 
+from kiosk.config import ID_RULE
 from kiosk.errors import DataError
 from kiosk.fleet import schema
 from kiosk.fleet.events import now_ms, safe_id, upsert
@@ -86,7 +87,7 @@ class Accounts:
         if role is not None and role not in ROLES:
             raise DataError(f"unknown role {role!r} (one of {', '.join(ROLES)})")
         if not safe_id(site):
-            raise DataError(f"{site!r} is not a site id (letters, digits, '.', '_', '-'; at most 64)")
+            raise DataError(f"{site!r} is not a site id ({ID_RULE})")
         with self.engine.begin() as conn:
             row = conn.execute(select(schema.users.c.id).where(schema.users.c.name == name)).first()
             if row is None:

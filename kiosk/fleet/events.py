@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, and_, func, or_, select, tuple_, upda
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
+from kiosk.config import ID_PATTERN, RESERVED_IDS
 from kiosk.errors import StorageError
 from kiosk.fleet import schema
 from kiosk.fleet.db import IMMEDIATE, open_engine
@@ -30,8 +31,6 @@ from kiosk.model import DIRECTIONS, GREEN, VERDICTS
 
 C = schema.checkins.c
 
-# Site and device ids as topics carry them (issue 12 item 4): a safe alphabet, `all` reserved for commands.
-SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 REF = re.compile(r"[0-9a-f]{8,64}")
 SUBJECT_KEY = re.compile(r"[a-z_]{1,32}")
 MAX_SUBJECT_KEYS, MAX_SUBJECT_VALUE = 12, 128
@@ -43,7 +42,8 @@ def now_ms() -> int:
 
 
 def safe_id(value: Any) -> bool:
-    return isinstance(value, str) and bool(SAFE_ID.fullmatch(value)) and value != "all"
+    """A site or device id as the configuration allows it (topic-safe, `all` reserved for commands)."""
+    return isinstance(value, str) and bool(ID_PATTERN.fullmatch(value)) and value not in RESERVED_IDS
 
 
 def _short_text(value: Any, limit: int) -> str | None:

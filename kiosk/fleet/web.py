@@ -36,7 +36,7 @@ from kiosk import __version__, inert
 from kiosk.config import Config
 from kiosk.errors import DataError, KioskError
 from kiosk.fleet.accounts import ROLES, Accounts, User
-from kiosk.fleet.events import Counts, Cursor, EventStore, Filters, mask_subject, now_ms
+from kiosk.fleet.events import Counts, Cursor, EventStore, Filters, mask_subject, now_ms, safe_id
 from kiosk.fleet.live import Hub
 from starlette.types import ASGIApp
 
@@ -258,7 +258,8 @@ class Pages:
     # -------------------------------------------------------------- live feed
     def filters(self, request: Request) -> Filters:
         q = request.query_params
-        return Filters(device=_choice(q.get("device"), None, re.compile(r"[A-Za-z0-9_.-]{1,64}")),
+        device = q.get("device")
+        return Filters(device=device if safe_id(device) else None,
                        verdict=q.get("verdict") if q.get("verdict") in VERDICTS else None,
                        direction=q.get("direction") if q.get("direction") in DIRECTIONS else None,
                        since_ms=_day_ms(q.get("since"), self.c.zone), until_ms=_day_ms(q.get("until"), self.c.zone,
@@ -591,10 +592,6 @@ def _int(value: Any, default: int, lo: int, hi: int) -> int:
     except (TypeError, ValueError):
         return default
     return min(max(number, lo), hi)
-
-
-def _choice(value: str | None, default: str | None, pattern: re.Pattern[str]) -> str | None:
-    return value if value and pattern.fullmatch(value) else default
 
 
 def _day_ms(value: str | None, zone: ZoneInfo, next_day: bool = False) -> int | None:
