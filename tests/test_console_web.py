@@ -151,6 +151,20 @@ def test_full_fields_only_for_the_authorised_role_at_an_authorised_site(console)
     assert "079090000001" not in client(console, "owner1").get("/export.csv?site=s1").text
 
 
+def test_kiosks_page_shows_state_outbox_and_alarms(console):
+    console.store.record_status("s1", "d1", {"state": "online", "version": "0.1.0"})
+    console.store.record_telemetry("s1", "d1", {"alarms": ["clock_unsynced", "roster_stale"],
+                                                "outbox": {"pending": 4, "published_unconfirmed": 1,
+                                                           "oldest_pending_age_s": 600.0},
+                                                "uplink": {"alarms": ["outbox_full"]}})
+    console.store.record_status("s1", "d2", {"state": "offline", "reason": "connection lost"})
+    page = client(console, "guard1").get("/kiosks?site=s1").text
+    cards = re.findall(r'<li class="card s-(\w+)">\s*<strong>(d\d)</strong>', page)
+    assert cards == [("online", "d1"), ("offline", "d2")]
+    assert "Đồng hồ chưa đồng bộ" in page and "Danh sách đã cũ" in page and "Hàng đợi gửi đã đầy" in page
+    assert "<dd>5 (" in page and "0.1.0" in page
+
+
 # ---------------------------------------------------------------------- inert rendering
 def test_markup_and_escape_codes_in_a_checkin_are_rendered_inert(console):
     hostile = '<img src=x onerror=alert(1)><script>alert(2)</script> \x1b]0;x\x07\u202eEVIL'

@@ -207,6 +207,7 @@ class Pages:
             user = self.who(request)
             if user:
                 self.c.accounts.set_language(user.id, str(lang))
+                self.c.accounts.audit(user.name, "language", None, {"lang": lang})
         back = str(form.get("back") or "/")
         return RedirectResponse(back if back.startswith("/") and not back.startswith("//") else "/", status_code=303)
 
