@@ -283,8 +283,9 @@ def collected_events(db_path: Path) -> list[dict]:
     import sqlite3
 
     db = sqlite3.connect(str(db_path))
+    db.row_factory = sqlite3.Row
     try:
-        return [json.loads(r[0]) for r in db.execute("SELECT event FROM events")]
+        return [dict(r) for r in db.execute("SELECT * FROM checkins")]   # the fleet store's table
     finally:
         db.close()
 
