@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QueueReader, free_port, wait_for
+from conftest import free_port, wait_for
+from fakes import QueueReader
 
 CHROMIUM = os.environ.get("KIOSK_CHROMIUM", "/usr/bin/chromium")
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

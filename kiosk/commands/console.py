@@ -15,14 +15,20 @@ from __future__ import annotations
 import getpass
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from kiosk.commands import emit, load_config
+from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.errors import DataError
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
+    from kiosk.fleet.accounts import Accounts
+    from kiosk.fleet.events import EventStore
 
 ROLE_CHOICES = ("owner", "controller", "authorised", "none")
 
 
-def register(sub, common) -> None:
+def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("console", parents=[common], help="the venue console: live check-ins, counts, staff list, "
                        "tracing (web) and its accounts")
     p.set_defaults(func=run)
@@ -55,14 +61,14 @@ def register(sub, common) -> None:
     imp.set_defaults(func=run_import)
 
 
-def _store(args):
+def _store(args: Args) -> tuple[Config, EventStore]:
     from kiosk.fleet.console import open_store
 
     cfg = load_config(args)
     return cfg, open_store(cfg)
 
 
-def _password(args) -> str:
+def _password(args: Args) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     first = getpass.getpass("password: ")
@@ -71,7 +77,7 @@ def _password(args) -> str:
     return first
 
 
-def run(args) -> int:
+def run(args: Args) -> int:
     from kiosk.fleet.console import ConsoleProcess
 
     cfg = load_config(args)
@@ -79,22 +85,22 @@ def run(args) -> int:
     return 0
 
 
-def _accounts(args):
+def _accounts(args: Args) -> tuple[EventStore, Accounts]:
     from kiosk.fleet.accounts import Accounts
 
     cfg, store = _store(args)
     return store, Accounts(store.engine)
 
 
-def run_user_add(args) -> int:
+def run_user_add(args: Args) -> int:
     return _with_password(args, "add_user", {"added": True})
 
 
-def run_user_passwd(args) -> int:
+def run_user_passwd(args: Args) -> int:
     return _with_password(args, "set_password", {"password": "changed"})
 
 
-def _with_password(args, method: str, said: dict) -> int:
+def _with_password(args: Args, method: str, said: dict[str, Any]) -> int:
     store, accounts = _accounts(args)
     try:
         getattr(accounts, method)(args.name, _password(args))
@@ -104,7 +110,7 @@ def _with_password(args, method: str, said: dict) -> int:
     return 0
 
 
-def run_user_grant(args) -> int:
+def run_user_grant(args: Args) -> int:
     store, accounts = _accounts(args)
     try:
         accounts.grant(args.name, args.site, None if args.role == "none" else args.role)
@@ -114,7 +120,7 @@ def run_user_grant(args) -> int:
     return 0
 
 
-def run_site(args) -> int:
+def run_site(args: Args) -> int:
     from kiosk.fleet.accounts import Accounts
 
     cfg, store = _store(args)
@@ -129,7 +135,7 @@ def run_site(args) -> int:
     return 0
 
 
-def run_import(args) -> int:
+def run_import(args: Args) -> int:
     from kiosk.fleet.bundle import BundleImporter
     from kiosk.fleet.console import site_key
     from kiosk.stores.bundle import MAX_BUNDLE_BYTES

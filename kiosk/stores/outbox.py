@@ -118,7 +118,7 @@ class Outbox:
         return self._update(
             f"UPDATE checkins SET up_state = '{CONFIRMED}' "
             f"WHERE +up_state IN ('{PENDING}', '{PUBLISHED}', '{DROPPED}') AND id IN ({{marks}})",
-            (), list(ids), meta=("last_ack_at", self.clock()))
+            (), list(ids), meta=("last_ack_at", self.wall()))
 
     def confirm_upto(self, seq: int) -> int:
         """Watermark: the consumer stored every event up to `seq`. Only rows this kiosk published are taken;
