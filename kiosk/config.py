@@ -401,6 +401,8 @@ class ConsoleConfig:
                             "(0: none). Per site: kiosk console site SITE --capacity N.", min=0, max=1000000))
     capacity_warning_percent: int = key(Int(90, "Warn when occupancy reaches this share of capacity.",
                                             min=1, max=100))
+    retention_days: int = key(Int(21, "Check-ins older than this are deleted from the console's store (the hourly "
+                                  "counts stay: they hold no personal data).", min=1, max=3650))
     trace_days: int = key(Int(14, "Default window of a trace, in days back from now.", min=1, max=366))
     trace_copresence_minutes: int = key(Int(30, "Who else was present: check-ins at the same site within this "
                                             "many minutes of a visit.", min=1, max=1440))

@@ -218,3 +218,14 @@ def test_postgresql_page_queries_use_their_index(postgres_server):
             assert "Index" in plan, plan
     engine.dispose()
     store.close()
+
+
+def test_retention_deletes_old_checkins_and_keeps_the_counts(store):
+    old, recent = DAY - timedelta(days=30), DAY
+    store.add([event(i, old + timedelta(minutes=i)) for i in range(7)] +
+              [event(i, recent + timedelta(minutes=i), site="s2") for i in range(3)] + [event(99, recent)])
+    cutoff = int((DAY - timedelta(days=21)).timestamp() * 1000)
+    assert store.purge(cutoff, batch=3) == 7             # in batches smaller than what goes
+    assert sorted(r["seq"] for r in store.recent("s1")) == [99] and len(store.recent("s2")) == 3
+    assert store.counts("s1", old.replace(hour=0), 1, ZONE).days[old.date().isoformat()]["green"] == 7
+    assert store.purge(cutoff) == 0

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from kiosk.config import Config
-from kiosk.errors import KioskError
+from kiosk.errors import KioskError, StorageError
 from kiosk.fleet.accounts import Accounts
 from kiosk.fleet.collector import Collector
 from kiosk.fleet.events import EventStore
@@ -23,6 +26,8 @@ from kiosk.fleet.web import Console, create_app
 from kiosk.mqtt.backoff import backoff_delay
 
 log = logging.getLogger("kiosk.fleet.console")
+
+RETENTION_EVERY_S = 3600.0
 
 
 def site_key(cfg: Config) -> bytes:
@@ -64,6 +69,25 @@ class ConsoleProcess:
         self._thread: threading.Thread | None = None
         self.server: Any = None
 
+    # ------------------------------------------------------------------ retention
+    def purge_old(self) -> int:
+        """Delete check-ins older than console.retention_days; logged when something went."""
+        cutoff = int((time.time() - self.cfg.console.retention_days * 86400) * 1000)
+        try:
+            removed = self.store.purge(cutoff)
+        except (StorageError, SQLAlchemyError) as exc:
+            log.error("console retention: purge failed: %s", str(exc).splitlines()[0])
+            return 0
+        if removed:
+            log.info("console retention: deleted %d check-ins older than %d days", removed,
+                     self.cfg.console.retention_days)
+        return removed
+
+    def _retain(self) -> None:
+        while not self._stop.is_set():
+            self.purge_old()
+            self._stop.wait(RETENTION_EVERY_S)
+
     # ------------------------------------------------------------------ the collector thread
     def start_collector(self) -> None:
         self._thread = threading.Thread(target=self._collect, name="console-collector", daemon=True)
@@ -102,6 +126,7 @@ class ConsoleProcess:
     def serve(self) -> None:
         """Run until interrupted (uvicorn handles SIGINT/SIGTERM on the main thread)."""
         self.start_collector()
+        threading.Thread(target=self._retain, name="console-retention", daemon=True).start()
         server = self.make_server()
         log.info("console on http://%s:%d (database %s)", self.cfg.console.bind, self.cfg.console.port,
                  self.store.engine.url.render_as_string(hide_password=True))

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from sqlalchemy import Connection, Engine, and_, func, or_, select, tuple_, update
+from sqlalchemy import Connection, Engine, and_, delete, func, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -307,6 +307,23 @@ class EventStore:
             if changes:
                 conn.execute(update(schema.sites).where(schema.sites.c.id == site).values(**changes))
         self._authorised = (0.0, frozenset())
+
+    def purge(self, older_than_ms: int, batch: int = 5000) -> int:
+        """Delete check-ins older than the instant, site by site through (site, at_ms), in short transactions
+        (the collector keeps writing meanwhile). The quarter-hour counts stay. Returns how many went."""
+        s = schema.sites.c
+        with self.engine.connect() as conn:
+            sites = [r[0] for r in conn.execute(select(s.id))]
+        removed = 0
+        for site in sites:
+            while True:
+                old = select(C.id).where(C.site == site, C.at_ms < older_than_ms).limit(batch).scalar_subquery()
+                with self.engine.connect().execution_options(**{IMMEDIATE: True}) as conn, conn.begin():
+                    n = conn.execute(delete(schema.checkins).where(C.id.in_(old))).rowcount
+                removed += n
+                if n < batch:
+                    break
+        return removed
 
     # ------------------------------------------------------------------ reads
     def ids(self) -> list[str]:

@@ -48,6 +48,7 @@ from kiosk.model import DIRECTIONS, VERDICTS, Person
 
 HERE = Path(__file__).parent
 PAGE_ROWS = 50
+MAX_OTHERS = 200              # people listed per visit on the Trace page and in its CSV
 LIVE_CATCH_UP = 100           # rows sent after a reconnect before a full snapshot is cheaper
 SSE_PING_SECONDS = 15.0
 TRACE_NUMBER = re.compile(r"[A-Za-z0-9]{6,64}")
@@ -435,7 +436,7 @@ class Pages:
         until = now_ms()
         since = until - days * 86_400_000
         window = self.c.cfg.console.trace_copresence_minutes * 60_000
-        visits = self.c.store.trace(refs, view.user.sites("trace"), since, until, window)
+        visits = self.c.store.trace(refs, view.user.sites("trace"), since, until, window, max_others=MAX_OTHERS)
         out = []
         for v in visits:
             site_view = View(view.request, view.user, view.lang, v["site"], self.c.store.site(v["site"]))
@@ -456,7 +457,7 @@ class Pages:
         visits = self._trace(view, refs, days)
         self.c.accounts.audit(view.user.name, "trace", view.site, {"refs": refs, "days": days, "visits": len(visits)})
         return self.render(view, "trace.html", days=days, refs=refs, visits=visits, searched=True,
-                           window=self.c.cfg.console.trace_copresence_minutes)
+                           window=self.c.cfg.console.trace_copresence_minutes, max_others=MAX_OTHERS)
 
     async def trace_export(self, request: Request) -> Response:
         view = self.view(request, "trace")

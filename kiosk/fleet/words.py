@@ -40,6 +40,7 @@ WORDS: dict[str, dict[str, str]] = {
         "trace_note": "Số giấy tờ chỉ dùng để tính mã tham chiếu, không được lưu lại.",
         "role_owner": "Chủ địa điểm", "role_controller": "Kiểm soát viên", "role_authorised": "Được ủy quyền",
         "authorised_site": "Địa điểm được ủy quyền (hiện đầy đủ thông tin)",
+        "first_shown": "chỉ hiện {n} người đầu tiên; thu hẹp cửa sổ để xem thêm",
     },
     "en": {
         "console": "Console", "today": "Today", "live": "Live", "kiosks": "Kiosks", "staff": "Staff list",
@@ -71,6 +72,7 @@ WORDS: dict[str, dict[str, str]] = {
         "trace_note": "The number is only used to compute the reference; it is not stored.",
         "role_owner": "Owner", "role_controller": "Controller", "role_authorised": "Authorised",
         "authorised_site": "Authorised site (full fields shown)",
+        "first_shown": "the first {n} shown; narrow the window for more",
     },
 }
 
