@@ -1,6 +1,10 @@
 """The fleet side: another process, usually on another machine, that consumes what the kiosks publish.
 
-`events` stores check-ins once each and answers the read queries; `collector` is the reference consumer
-(shared subscription, idempotent store, end-to-end acks); `tail` is the operator's live terminal view.
-The venue console (web) is built on these.
+Storage: `db` (one engine for SQLite or PostgreSQL), `schema` (the tables), `migrations` (versioned
+upgrades), `events` (the event store: idempotent writes and every page's bounded read query).
+MQTT: `collector` (shared subscription, store then ack; kiosk status, telemetry, command answers), `tail`
+(the operator's terminal view). The venue console: `console` (collector and web server in one process),
+`web` (the pages), `security` (CSRF, login limits, body bound, headers), `accounts` (users, roles, audit),
+`live` (the live feed's fan-out), `staff` (staff lists pushed to kiosks), `bundle` (offline bundles),
+`words` (Vietnamese and English); `templates/` and `static/` (vendored htmx, its SSE extension, Chart.js).
 """

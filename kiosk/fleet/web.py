@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from kiosk import __version__, inert
 from kiosk.config import Config
@@ -38,8 +39,6 @@ from kiosk.errors import DataError, KioskError
 from kiosk.fleet.accounts import ROLES, Accounts, User
 from kiosk.fleet.events import Counts, Cursor, EventStore, Filters, mask_subject, now_ms, safe_id
 from kiosk.fleet.live import Hub
-from starlette.types import ASGIApp
-
 from kiosk.fleet.security import CSRF_FIELD, BodyLimit, LoginLimiter, SecurityHeaders, checked_form, csrf_token
 from kiosk.fleet.staff import StaffLists
 from kiosk.fleet.words import LANGUAGES, word
