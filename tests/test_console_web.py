@@ -373,7 +373,7 @@ def test_demo_with_console_shows_the_demos_checkins(tmp_path):
     port = free_port()
     sets = [f"journal.path={tmp_path}/journal.sqlite", f"roster.path={tmp_path}/roster.json",
             f"trust.path={tmp_path}/trust.json", f"display.path={tmp_path}/screens", "mqtt.port=1",
-            f"console.port={port}"]
+            f"console.port={port}", f"console.database_url={tmp_path}/console.sqlite"]
     proc = subprocess.Popen([sys.executable, "-m", "kiosk", "demo", "--console", "--drain-seconds", "0",
                              *[a for s in sets for a in ("--set", s)]],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

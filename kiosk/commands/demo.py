@@ -42,6 +42,11 @@ def _reset(cfg: Config) -> None:
         path.unlink(missing_ok=True)
     if cfg.display.type == "png":
         shutil.rmtree(cfg.display.path, ignore_errors=True)
+    console = cfg.console.database_url            # kiosk demo --console's store, a file unless a URL
+    if "://" not in console:
+        path = (cfg.source.resolve().parent if cfg.source else Path.cwd()) / console
+        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            stale.unlink(missing_ok=True)
 
 
 def run(args: Args) -> int:
@@ -85,17 +90,13 @@ def run(args: Args) -> int:
 
 
 def _console(cfg: Config) -> int:
-    """The console beside the demo journal (`console.sqlite` in its folder), holding the demo's check-ins."""
-    import dataclasses
-
+    """The console on the demo's check-ins (copied from the journal into console.database_url)."""
     from kiosk.fleet.accounts import Accounts
     from kiosk.fleet.console import ConsoleProcess, open_store
     from kiosk.stores.checkins import event_from_row
     from kiosk.stores.outbox import Outbox
 
-    database = str(Path(cfg.journal.path).with_name("console.sqlite"))
-    cfg = dataclasses.replace(cfg, console=dataclasses.replace(cfg.console, database_url=database))
-    store = open_store(cfg)
+    store = open_store(cfg)   # console.database_url: demo-out/console.sqlite in the demo configuration
     outbox = Outbox(cfg.journal.path)
     try:   # what the collector would have stored had a broker run (the same rows, stored once)
         rows = outbox.db.execute("SELECT * FROM checkins ORDER BY seq").fetchall()
