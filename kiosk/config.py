@@ -389,8 +389,9 @@ class ConsoleConfig:
     session_secret: str = key(Secret("", "Key that signs session cookies (at least 32 characters). Empty: a random "
                                      "key kept in the database, shared by every console process on it."))
     secure_cookies: bool = key(Bool(False, "Mark cookies Secure (set true when the console is served over HTTPS)."))
-    hash_key: str = key(Secret("", "The sites' subject_ref key (the kiosks' journal.hash_key), for tracing and "
-                               "offline bundles. Empty: journal.hash_key of this file."))
+    hash_key: str = key(Secret("", "One fixed subject_ref key for tracing and offline bundles (as the kiosks' "
+                               "journal.hash_key). Empty: the site key ring of this file's [journal] (journal.key_file, "
+                               "installed with kiosk sitekey import), every key kept."))
     sites: str = key(Str("", "Sites whose check-ins the collector stores, comma-separated (empty: every site)."))
     group: str = key(Str("console", "Shared subscription group: console processes in one group split the load.",
                          max_len=64))

@@ -119,7 +119,7 @@ def hostile_checkin() -> dict:
 
     return {"v": 1, "id": "e" * 32, "seq": 1, "ts": datetime.now(timezone.utc).isoformat(), "site": "s1",
             "device": "d2", "direction": "in", "verdict": "green", "reason": "<script>alert(3)</script>",
-            "kind": "dcc", "clock_synced": True, "subject_ref": None,
+            "kind": "personal_qr", "clock_synced": True, "subject_ref": None,
             "subject": {"name": "<img src=x onerror=alert(1)> \u202eLIVE", "id": "\x1b[2J***"}}
 
 

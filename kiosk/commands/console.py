@@ -137,7 +137,7 @@ def run_site(args: Args) -> int:
 
 def run_import(args: Args) -> int:
     from kiosk.fleet.bundle import BundleImporter
-    from kiosk.fleet.console import site_key
+    from kiosk.fleet.console import site_keys
     from kiosk.stores.bundle import MAX_BUNDLE_BYTES
 
     cfg, store = _store(args)
@@ -148,7 +148,7 @@ def run_import(args: Args) -> int:
                 data = f.read(MAX_BUNDLE_BYTES + 1)
         except OSError as exc:
             raise DataError(f"cannot read {path}: {exc.strerror}") from None
-        outcome = BundleImporter(store, site_key(cfg)).import_bytes(data)
+        outcome = BundleImporter(store, site_keys(cfg)).import_bytes(data)
     finally:
         store.close()
     out = Path(args.receipt or f"{path}.receipt.json")

@@ -32,7 +32,7 @@ def register(sub: Subparsers, common: Parser) -> None:
     what = export.add_mutually_exclusive_group(required=True)
     what.add_argument("--format", choices=("csv", "jsonl"))
     what.add_argument("--bundle", metavar="FILE", help="every check-in the console has not confirmed, MACed with "
-                      "the site key (journal.hash_key), for kiosk console import")
+                      "the site key, for kiosk console import")
     _add_range(export, since_required=False)
     export.add_argument("--output", metavar="FILE", help="write to FILE instead of standard output")
     export.set_defaults(func=run_export)
@@ -111,23 +111,25 @@ def write_bundle(cfg: Config, path: str) -> int:
     """The journal's unconfirmed check-ins (pending, published, dropped) as a MACed offline bundle."""
     from datetime import timezone
 
-    from kiosk.identity import load_hash_key
+    from kiosk.identity import LOCAL, load_keys_for
     from kiosk.stores import bundle
     from kiosk.stores.checkins import event_from_row
     from kiosk.stores.outbox import Outbox
 
-    if not cfg.journal.hash_key:
-        print("kiosk journal export --bundle: set journal.hash_key to the site key the console has "
-              "(console.hash_key): the console cannot check a bundle made with this kiosk's own random key",
-              file=sys.stderr)
+    now = datetime.now(timezone.utc)
+    ring = load_keys_for(cfg)
+    key = ring.current(now)
+    if key.origin == LOCAL:
+        print("kiosk journal export --bundle: this kiosk has no site key yet, only a key of its own, which the "
+              "console cannot check: install the site's key ring (kiosk sitekey import FILE) or set "
+              "journal.hash_key", file=sys.stderr)
         return 78
     outbox = Outbox(cfg.journal.path)
     try:
         events = [event_from_row(row) for row in outbox.unconfirmed()]
     finally:
         outbox.close()
-    data = bundle.bundle(cfg.site.id, cfg.site.device, datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                         events, load_hash_key(cfg))
+    data = bundle.bundle(cfg.site.id, cfg.site.device, now.isoformat(timespec="seconds"), events, key.key)
     try:
         with open(path, "wb") as out:
             out.write(data)

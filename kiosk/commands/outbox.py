@@ -45,7 +45,7 @@ def run_status(args: Args) -> int:
 
 
 def run_confirm(args: Args) -> int:
-    from kiosk.identity import load_hash_key
+    from kiosk.identity import load_keys_for
     from kiosk.stores import bundle
 
     cfg = load_config(args)
@@ -54,7 +54,7 @@ def run_confirm(args: Args) -> int:
             data = f.read(bundle.MAX_BUNDLE_BYTES + 1)
     except OSError as exc:
         raise DataError(f"cannot read {args.bundle_receipt}: {exc.strerror}") from None
-    receipt = bundle.unseal(data, load_hash_key(cfg), bundle.RECEIPT)
+    receipt, _ = bundle.unseal(data, [k.key for k in load_keys_for(cfg).keys], bundle.RECEIPT)
     if (receipt["site"], receipt["device"]) != (cfg.site.id, cfg.site.device):
         raise DataError(f"this receipt is for {receipt['site']}/{receipt['device']}, not this kiosk "
                         f"({cfg.site.id}/{cfg.site.device})")

@@ -14,6 +14,7 @@ from kiosk.fleet import schema
 from kiosk.fleet.collector import REQUIRED
 from kiosk.fleet.events import EventStore, insert_new, now_ms, safe_id
 from kiosk.fleet.db import IMMEDIATE
+from kiosk.identity import KeyRing
 from kiosk.stores import bundle as fmt
 
 log = logging.getLogger("kiosk.fleet.bundle")
@@ -34,11 +35,11 @@ class Outcome:
 
 
 class BundleImporter:
-    def __init__(self, store: EventStore, site_key: bytes):
-        self.store, self.site_key = store, site_key
+    def __init__(self, store: EventStore, keys: KeyRing):
+        self.store, self.keys = store, keys
 
     def import_bytes(self, data: bytes, *, allowed_sites: set[str] | None = None, user: str | None = None) -> Outcome:
-        doc = fmt.unseal(data, self.site_key, fmt.BUNDLE)
+        doc, key = fmt.unseal(data, [k.key for k in self.keys.keys], fmt.BUNDLE)
         site, device = doc["site"], doc["device"]
         if not (safe_id(site) and safe_id(device)):
             raise DataError("the bundle names an unusable site or device id")
@@ -59,7 +60,7 @@ class BundleImporter:
         rows, refused = self.store.prepare(usable, source="bundle")
         ids = [e["id"] for e in usable]
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        receipt = fmt.receipt(site, device, digest, ids, created, self.site_key)
+        receipt = fmt.receipt(site, device, digest, ids, created, key)
         with self.store.engine.connect().execution_options(**{IMMEDIATE: True}) as conn, conn.begin():
             added = len(insert_new(conn, rows))
             conn.execute(schema.bundles.insert().values(digest=digest, site=site, device=device, at_ms=now_ms(),

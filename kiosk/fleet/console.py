@@ -19,10 +19,11 @@ from kiosk.config import Config
 from kiosk.errors import KioskError, StorageError
 from kiosk.fleet.accounts import Accounts
 from kiosk.fleet.collector import Collector
-from kiosk.fleet.events import EventStore
+from kiosk.fleet.events import EventStore, stored_secret
 from kiosk.fleet.live import Hub
 from kiosk.fleet.staff import StaffLists
 from kiosk.fleet.web import Console, create_app
+from kiosk.identity import EPOCH, KeyRing, SiteKey, load_keys_for
 from kiosk.mqtt.backoff import backoff_delay
 
 log = logging.getLogger("kiosk.fleet.console")
@@ -30,13 +31,13 @@ log = logging.getLogger("kiosk.fleet.console")
 RETENTION_EVERY_S = 3600.0
 
 
-def site_key(cfg: Config) -> bytes:
-    """The sites' subject_ref key: console.hash_key, else the kiosk's own (journal.hash_key or its key file)."""
+def site_keys(cfg: Config) -> KeyRing:
+    """The sites' subject_ref keys: console.hash_key as one fixed key, else the key ring a kiosk would use
+    (journal.hash_key, or the ring file journal.key_file installed with `kiosk sitekey import`)."""
     if cfg.console.hash_key:
-        return cfg.console.hash_key.encode("utf-8")
-    from kiosk.identity import load_hash_key
-
-    return load_hash_key(cfg)
+        return KeyRing(None, [SiteKey("console", cfg.console.hash_key.encode("utf-8"), EPOCH)],
+                       retention_days=cfg.journal.retention_days)
+    return load_keys_for(cfg)
 
 
 def open_store(cfg: Config) -> EventStore:
@@ -55,15 +56,16 @@ class ConsoleProcess:
                                    client_id=cfg.console.client_id or f"console-{cfg.console.group}-{cfg.console.port}")
         self.hub = Hub()
         self.collector.listeners.append(self.hub.publish)
-        key = site_key(cfg)
-        self.staff = StaffLists(self.store.engine, key, self.collector.publish, self.collector.topics.command)
+        keys = site_keys(cfg)
+        self.staff = StaffLists(self.store.engine, stored_secret(self.store.engine, "staff_digest_key").encode(),
+                                self.collector.publish, self.collector.topics.command)
         self.collector.result_listeners.append(self.staff.on_result)
         from kiosk.fleet.bundle import BundleImporter
 
-        self.bundles = BundleImporter(self.store, key)
+        self.bundles = BundleImporter(self.store, keys)
         self.accounts = Accounts(self.store.engine)
         self.console = Console(cfg=cfg, store=self.store, accounts=self.accounts, hub=self.hub, staff=self.staff,
-                               hash_key=key, bundles=self.bundles, online=lambda: self.collector.client is not None)
+                               keys=keys, bundles=self.bundles, online=lambda: self.collector.client is not None)
         self.app = create_app(self.console)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None

@@ -26,8 +26,8 @@ from kiosk.errors import StorageError
 from kiosk.fleet import schema
 from kiosk.fleet.db import IMMEDIATE, open_engine
 from kiosk.fleet.migrations import upgrade
-from kiosk.masking import mask_birth, mask_id, mask_name
-from kiosk.model import DIRECTIONS, GREEN, VERDICTS
+from kiosk.masking import mask_id, mask_name
+from kiosk.model import BADGE, DCC, DIRECTIONS, GREEN, VERDICTS
 
 C = schema.checkins.c
 
@@ -50,8 +50,11 @@ def _short_text(value: Any, limit: int) -> str | None:
     return value if isinstance(value, str) and 0 < len(value) <= limit else None
 
 
-def mask_subject(subject: dict[str, Any]) -> dict[str, Any]:
-    """Masked fields of a subject, whether it arrived masked or full (masking twice changes nothing)."""
+def mask_subject(subject: dict[str, Any], kind: str | None) -> dict[str, Any]:
+    """The published form of a subject (`kiosk.masking`'s rules), whether it arrived masked or full: masking
+    twice changes nothing. Nothing of a signed certificate's holder or a badge; no date of birth."""
+    if kind in (DCC, BADGE):
+        return {}
     out: dict[str, Any] = {}
     if subject.get("id"):
         out["id"] = mask_id(str(subject["id"]))
@@ -60,8 +63,6 @@ def mask_subject(subject: dict[str, Any]) -> dict[str, Any]:
         words = str(name).split()
         already = len(words) > 1 and all(w.endswith(".") and len(w) <= 8 for w in words[:-1])
         out["name"] = str(name) if already or len(words) == 1 else mask_name(str(name))
-    if subject.get("birth"):
-        out["birth"] = mask_birth(str(subject["birth"]))
     if subject.get("gender"):
         out["gender"] = subject["gender"]
     return {k: v for k, v in out.items() if v}
@@ -113,12 +114,13 @@ def normalise(event: dict[str, Any], *, received_ms: int, authorised: bool = Fal
         return None, "bad_direction"
     ref = event.get("subject_ref")
     subject = _subject(event.get("subject"))
+    kind = _short_text(event.get("kind"), 32)
     return {
         "id": event_id, "site": event["site"], "device": event["device"], "seq": seq, "ts": event["ts"],
         "at_ms": at_ms, "received_ms": received_ms, "clock_synced": event.get("clock_synced") is True,
-        "direction": direction, "mode": _short_text(event.get("mode"), 16), "kind": _short_text(event.get("kind"), 32),
+        "direction": direction, "mode": _short_text(event.get("mode"), 16), "kind": kind,
         "verdict": verdict, "reason": _short_text(event.get("reason"), 64) or "",
-        "subject": json.dumps(subject if authorised else mask_subject(subject), ensure_ascii=False),
+        "subject": json.dumps(subject if authorised else mask_subject(subject, kind), ensure_ascii=False),
         "subject_ref": ref if isinstance(ref, str) and REF.fullmatch(ref) else None,
         "override": event.get("override") is True, "source": source,
     }, None
@@ -136,6 +138,15 @@ def upsert(conn: Connection, table: Any, values: list[dict[str, Any]] | dict[str
     stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=changes) if changes else \
         stmt.on_conflict_do_nothing(index_elements=list(keys))
     conn.execute(stmt, values)
+
+
+def stored_secret(engine: Engine, name: str) -> str:
+    """A random secret kept in the database (`settings`), the same for every console process sharing it."""
+    import secrets
+
+    with engine.begin() as conn:
+        upsert(conn, schema.settings, {"key": name, "value": secrets.token_hex(32)}, ("key",))
+        return str(conn.execute(select(schema.settings.c.value).where(schema.settings.c.key == name)).scalar())
 
 
 def store_rows(conn: Connection, rows: list[dict[str, Any]]) -> int:

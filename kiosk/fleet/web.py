@@ -37,12 +37,12 @@ from kiosk import __version__, inert
 from kiosk.config import Config
 from kiosk.errors import DataError, KioskError
 from kiosk.fleet.accounts import ROLES, Accounts, User
-from kiosk.fleet.events import Counts, Cursor, EventStore, Filters, mask_subject, now_ms, safe_id
+from kiosk.fleet.events import Counts, Cursor, EventStore, Filters, mask_subject, now_ms, safe_id, stored_secret
 from kiosk.fleet.live import Hub
 from kiosk.fleet.security import CSRF_FIELD, BodyLimit, LoginLimiter, SecurityHeaders, checked_form, csrf_token
 from kiosk.fleet.staff import StaffLists
 from kiosk.fleet.words import LANGUAGES, word
-from kiosk.identity import subject_ref
+from kiosk.identity import KeyRing
 from kiosk.model import DIRECTIONS, VERDICTS, Person
 
 HERE = Path(__file__).parent
@@ -65,7 +65,7 @@ class Console:
     accounts: Accounts
     hub: Hub
     staff: StaffLists
-    hash_key: bytes
+    keys: KeyRing                             # the sites' subject_ref keys (every key kept: rotations)
     bundles: Any = None                       # kiosk.fleet.bundle.BundleImporter
     online: Callable[[], bool] = lambda: False
     zone: ZoneInfo = field(init=False)
@@ -162,7 +162,8 @@ class Pages:
 
     def shown(self, view: View, row: dict[str, Any], *, masked: bool = False) -> dict[str, Any]:
         """A row as this user may see it: masked fields unless full fields are allowed here."""
-        subject = row["subject"] if (self.full_fields(view) and not masked) else mask_subject(row["subject"])
+        subject = row["subject"] if (self.full_fields(view) and not masked) else mask_subject(row["subject"],
+                                                                                             row.get("kind"))
         return {**row, "subject": subject, "cursor": str(Cursor(row["at_ms"], row["id"]))}
 
     def today_start(self) -> datetime:
@@ -422,9 +423,9 @@ class Pages:
 
     # -------------------------------------------------------------- trace
     def refs_for(self, number: str) -> list[str]:
-        """The subject_refs a typed number can have: as an ID number and as a QID (the raw number is not kept)."""
-        refs = [subject_ref(self.c.hash_key, Person(id_number=number)), subject_ref(self.c.hash_key, Person(qid=number))]
-        return [r for r in refs if r]
+        """The subject_refs a typed number can have, as an ID number and as a QID, under every site key kept
+        (the raw number is not kept)."""
+        return list(dict.fromkeys(self.c.keys.refs(Person(id_number=number)) + self.c.keys.refs(Person(qid=number))))
 
     async def trace_page(self, request: Request) -> Response:
         view = self.view(request, "trace")
@@ -462,7 +463,7 @@ class Pages:
         view = self.view(request, "trace")
         assert view.user is not None
         form = await checked_form(request)
-        refs = [r for r in form.getlist("ref") if isinstance(r, str) and REF_FIELD.fullmatch(r)][:4]
+        refs = [r for r in form.getlist("ref") if isinstance(r, str) and REF_FIELD.fullmatch(r)][:16]
         days = _int(form.get("days"), self.c.cfg.console.trace_days, 1, 366)
         if not refs:
             raise HTTPException(400, "no reference to export")
@@ -670,17 +671,4 @@ def create_app(console: Console) -> ASGIApp:
 
 def session_secret(console: Console) -> str:
     """The configured secret, else one random secret kept in the database (shared by every console process)."""
-    if console.cfg.console.session_secret:
-        return console.cfg.console.session_secret
-    import secrets
-
-    from sqlalchemy import select
-
-    from kiosk.fleet import schema
-    from kiosk.fleet.events import upsert
-
-    with console.store.engine.begin() as conn:
-        upsert(conn, schema.settings, {"key": "session_secret", "value": secrets.token_hex(32)}, ("key",))
-        return str(conn.execute(select(schema.settings.c.value).where(schema.settings.c.key == "session_secret"))
-                   .scalar())
-
+    return console.cfg.console.session_secret or stored_secret(console.store.engine, "session_secret")

@@ -5,11 +5,11 @@ form; the console imports it (`kiosk console import FILE` or the upload page), i
 a receipt MACed the same way that names the ids it now holds; `kiosk outbox confirm --bundle-receipt FILE`
 marks those confirmed on the kiosk.
 
-The key: the site's subject_ref key (`journal.hash_key` on the kiosks, `console.hash_key` on the console),
-which the console already needs for tracing. The MAC key is derived from it (HMAC with a fixed label), so a
-bundle MAC never equals a subject_ref. Anyone holding the site key can make bundles for that site's devices:
-the same trust the site key already carries. A kiosk with only its random per-journal key cannot make a
-bundle the console accepts: set `journal.hash_key` to the site key first.
+The key: the site's subject_ref key ring (`kiosk sitekey`; or `journal.hash_key`, `console.hash_key`), which
+the console already needs for tracing. The MAC key is derived from the key in use (HMAC with a fixed label),
+so a bundle MAC never equals a subject_ref; either side accepts a MAC by any key of its ring. Anyone holding
+the site key can make bundles for that site's devices: the same trust the site key already carries. A kiosk
+with only a key of its own (no site ring installed) cannot make a bundle the console accepts.
 """
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def seal(body: dict[str, Any], site_key: bytes) -> bytes:
     return json.dumps({**body, "mac": mac}, ensure_ascii=False, indent=None).encode("utf-8") + b"\n"
 
 
-def unseal(data: bytes, site_key: bytes, kind: str) -> dict[str, Any]:
-    """The document, once its MAC checked out and it is of `kind`; DataError saying what is wrong otherwise."""
+def unseal(data: bytes, site_keys: list[bytes], kind: str) -> tuple[dict[str, Any], bytes]:
+    """The document and the site key whose MAC it carries (any key of the ring: a rotation may have happened
+    between export and import), once it is of `kind`; DataError saying what is wrong otherwise."""
     if len(data) > MAX_BUNDLE_BYTES:
         raise DataError(f"larger than {MAX_BUNDLE_BYTES // (1024 * 1024)} MB: not a bundle")
     try:
@@ -51,13 +52,15 @@ def unseal(data: bytes, site_key: bytes, kind: str) -> dict[str, Any]:
     if not isinstance(doc, dict) or doc.get("kind") != kind or doc.get("v") != VERSION:
         raise DataError(f"not a {kind} file (version {VERSION})")
     mac = doc.pop("mac", None)
-    expected = hmac.new(mac_key(site_key), _canonical(doc), hashlib.sha256).hexdigest()
-    if not isinstance(mac, str) or not hmac.compare_digest(mac, expected):
+    body = _canonical(doc)
+    key = next((k for k in site_keys if isinstance(mac, str) and hmac.compare_digest(
+        mac, hmac.new(mac_key(k), body, hashlib.sha256).hexdigest())), None)
+    if key is None:
         raise DataError("the MAC does not match: the file was changed, or it was made with another site key "
-                        "(journal.hash_key on the kiosk must equal console.hash_key)")
+                        "(the kiosk and the console need the same site key ring: kiosk sitekey import)")
     if not isinstance(doc.get("site"), str) or not isinstance(doc.get("device"), str):
         raise DataError("the file names no site and device")
-    return doc
+    return doc, key
 
 
 def bundle(site: str, device: str, created: str, events: list[dict[str, Any]], site_key: bytes) -> bytes:
