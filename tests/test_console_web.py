@@ -396,3 +396,18 @@ def test_demo_with_console_shows_the_demos_checkins(tmp_path):
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err          # Ctrl-C, after a clean shutdown
     assert f"http://127.0.0.1:{port}/live?site=demo-site" in err and "Traceback" not in err
+
+
+def test_trace_looks_under_every_key_of_the_site_ring(console):
+    """After a rotation the same person has two refs: the trace finds the visits made under each."""
+    from kiosk.identity import EPOCH, KeyRing, SiteKey
+
+    old_key, new_key = b"o" * 32, b"n" * 32
+    console.console.keys = KeyRing(None, [SiteKey("old", old_key, EPOCH),
+                                          SiteKey("new", new_key, NOW - timedelta(days=3))])
+    thu = Person(id_number="079090000001")
+    console.store.add([checkin(1, at=NOW - timedelta(days=5), ref=subject_ref(old_key, thu)),
+                       checkin(2, at=NOW - timedelta(days=1), ref=subject_ref(new_key, thu))])
+    c = client(console, "owner1")
+    r = c.post("/trace?site=s1", data={"csrf": token(c, "/trace?site=s1"), "number": "079090000001", "days": "14"})
+    assert re.search(r'class="count">(\d+)<', r.text).group(1) == "2"
