@@ -29,17 +29,22 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from drivers import qr_stages
 from drivers.frames import sure_text, to_grey
+from drivers.qr_stages import Grey
 from kiosk.errors import DeviceError
+
+if TYPE_CHECKING:
+    from kiosk.config import Config
+    from kiosk.ports import Decoder
 
 log = logging.getLogger(__name__)
 
-Grey = np.ndarray
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1 in frame pixels
 
 # 30 fps on a Raspberry Pi 4 core leaves 33 ms a frame; the rest of the pipeline takes about 3 ms there.
@@ -102,16 +107,16 @@ class Track:
     box: Box | None = None
     age: int = 0
     next_stage: int = 0
-    crops: deque = field(default_factory=lambda: deque(maxlen=STACK_FRAMES))
+    crops: deque[Grey] = field(default_factory=lambda: deque(maxlen=STACK_FRAMES))
 
 
 @dataclass
 class Still:
     """The running average of the frames since the scene last changed (a stream's noise filter)."""
 
-    first: np.ndarray  # the scene's first frame
-    small: np.ndarray | None = None  # its 1/8 thumbnail, which later frames are compared with
-    mean: np.ndarray | None = None  # from the second frame on
+    first: Grey  # the scene's first frame
+    small: Grey | None = None  # its 1/8 thumbnail, which later frames are compared with
+    mean: npt.NDArray[np.float32] | None = None  # from the second frame on
     frames: int = 1
 
 
@@ -322,7 +327,7 @@ def _thumbnail(grey: Grey) -> Grey:
     import cv2
 
     h, w = _thumbnail_shape(grey)
-    return cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA)
+    return cast(Grey, cv2.resize(grey, (w, h), interpolation=cv2.INTER_AREA))
 
 
 def _centre(box: Box) -> tuple[float, float]:
@@ -337,7 +342,7 @@ def _overlap(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def create(cfg: Any) -> AutoDecoder:
+def create(cfg: Config | None) -> Decoder:
     if cfg is None:  # the benchmarks build decoders without a configuration
         return AutoDecoder()
     return AutoDecoder(budget_ms=cfg.decoder.budget_ms)

@@ -1,9 +1,12 @@
 """Helpers shared by the decoder adapters: frame normalisation and the "sure text" filter."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
+
+Grey = npt.NDArray[np.uint8]
 
 _ALLOWED_CONTROLS = {"\r", "\n", "\t"}
 # Colour layouts a camera may hand over and the OpenCV conversion of each to BT.601 luma. OpenCV's SIMD
@@ -11,14 +14,14 @@ _ALLOWED_CONTROLS = {"\r", "\n", "\t"}
 COLOUR_CODES = {"bgr": "COLOR_BGR2GRAY", "rgb": "COLOR_RGB2GRAY", "bgra": "COLOR_BGRA2GRAY", "rgba": "COLOR_RGBA2GRAY"}
 
 
-def y_plane(buffer: np.ndarray, width: int, height: int) -> np.ndarray:
+def y_plane(buffer: Grey, width: int, height: int) -> Grey:
     """The luma plane of a planar or semi-planar YUV 4:2:0 buffer (I420, YV12, NV12, NV21: `height * 3/2` rows of
     `stride >= width` bytes, Y first), as a view: no copy and no arithmetic. Rows keep the buffer's stride, which
     zxing-cpp and OpenCV both read as it is."""
     return buffer[:height, :width]
 
 
-def to_grey(frame: Any, colour: str = "bgr") -> np.ndarray | None:
+def to_grey(frame: Any, colour: str = "bgr") -> Grey | None:
     """A 2-D uint8 array from whatever a camera handed over, or None if it is not an image.
 
     A grey frame, including a row-strided view such as `y_plane`, comes back as it is (no copy). A 3- or
@@ -32,7 +35,7 @@ def to_grey(frame: Any, colour: str = "bgr") -> np.ndarray | None:
         elif frame.ndim == 3 and frame.shape[0] >= 8 and frame.shape[1] >= 8:
             code = _CONVERSIONS.get((colour, frame.shape[2]))
             if code is not None:
-                return _opencv().cvtColor(frame, code)
+                return cast(Grey, _opencv().cvtColor(frame, code))
     try:
         a = np.asarray(frame)
     except Exception:
@@ -60,9 +63,9 @@ def to_grey(frame: Any, colour: str = "bgr") -> np.ndarray | None:
     return a if a.strides[1] == 1 and a.strides[0] > 0 else np.ascontiguousarray(a)
 
 
-def _cvt(frame: np.ndarray, colour: str) -> np.ndarray:
+def _cvt(frame: Grey, colour: str) -> Grey:
     code = COLOUR_CODES[colour if frame.shape[2] == 3 else ("bgra" if colour == "bgr" else "rgba")]
-    return _opencv().cvtColor(frame, getattr(_opencv(), code))
+    return cast(Grey, _opencv().cvtColor(frame, getattr(_opencv(), code)))
 
 
 _UINT8 = np.dtype(np.uint8)

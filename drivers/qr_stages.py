@@ -11,11 +11,12 @@ Why each transform exists (what each reads on the shared corpus: `drivers.decode
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 
-Grey = np.ndarray
+Grey = npt.NDArray[np.uint8]  # a grey frame or crop
 
 
 def _cv2() -> Any:
@@ -27,11 +28,11 @@ def _cv2() -> Any:
 def unsharp(grey: Grey, sigma: float = 3.0, amount: float = 2.0) -> Grey:
     cv2 = _cv2()
     blurred = cv2.GaussianBlur(grey, (0, 0), sigma)
-    return cv2.addWeighted(grey, 1.0 + amount, blurred, -amount, 0)
+    return cast(Grey, cv2.addWeighted(grey, 1.0 + amount, blurred, -amount, 0))
 
 
 def clahe(grey: Grey) -> Grey:
-    return _clahe().apply(grey)
+    return cast(Grey, _clahe().apply(grey))
 
 
 @lru_cache(maxsize=1)
@@ -42,7 +43,8 @@ def _clahe() -> Any:
 def half(grey: Grey) -> Grey:
     """Half size, each pixel the mean of four: large codes under sensor noise."""
     cv2 = _cv2()
-    return cv2.resize(grey, (max(1, grey.shape[1] // 2), max(1, grey.shape[0] // 2)), interpolation=cv2.INTER_AREA)
+    size = (max(1, grey.shape[1] // 2), max(1, grey.shape[0] // 2))
+    return cast(Grey, cv2.resize(grey, size, interpolation=cv2.INTER_AREA))
 
 
 def wiener_gauss(grey: Grey, sigma: float, nsr: float = 0.005) -> Grey:

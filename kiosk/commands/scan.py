@@ -82,6 +82,7 @@ class Scan:
 
         camera_cfg = dataclasses.replace(self.cfg.camera, type="replay", path=path, loop=False)
         camera = build_camera(dataclasses.replace(self.cfg, camera=camera_cfg))
+        assert camera is not None, "the replay camera is always built"
         try:
             camera.start()
         except DeviceError as exc:
