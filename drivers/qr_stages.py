@@ -60,3 +60,18 @@ def wiener_gauss(grey: Grey, sigma: float, nsr: float = 0.005) -> Grey:
     spectrum = np.fft.rfft2(image)
     restored = np.fft.irfft2(spectrum * (transfer / (transfer * transfer + nsr)), s=(ph, pw))[:h, :w]
     return np.clip(restored, 0, 255).astype(np.uint8)
+
+
+# The Wiener stage works on at most 512 px a side: measured on the shared corpus, the largest crop (720x858)
+# took 73 ms at full size and 9 ms at this size, reading the same codes (its modules stay above 2.5 px).
+WIENER_SIDE = 512
+
+
+def deblur_focus(crop: Grey) -> list[Grey]:
+    """The crop deconvolved for a strong (sigma 3 px) and a milder (2 px) focus blur, at most WIENER_SIDE a side."""
+    scale = max(1.0, max(crop.shape) / WIENER_SIDE)
+    if scale > 1.0:
+        cv2 = _cv2()
+        size = (max(1, int(crop.shape[1] / scale)), max(1, int(crop.shape[0] / scale)))
+        crop = cast(Grey, cv2.resize(crop, size, interpolation=cv2.INTER_AREA))
+    return [wiener_gauss(crop, 3.0 / scale), wiener_gauss(crop, 2.0 / scale, 0.01)]
