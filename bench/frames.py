@@ -39,7 +39,10 @@ def rates(converts: list[Callable[[], Any]], frames: int, repeat: int) -> list[f
     return [max(r) for r in rounds]
 
 
-def kinds(width: int, height: int) -> dict[str, tuple[np.ndarray, Callable[[np.ndarray], Any], Callable[[np.ndarray], Any]]]:
+Convert = Callable[[np.ndarray], Any]
+
+
+def kinds(width: int, height: int) -> dict[str, tuple[np.ndarray, Convert, Convert]]:
     """name -> (frame, the product's conversion, OpenCV's conversion)."""
     rng = np.random.default_rng(1)
     bgr = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)

@@ -78,7 +78,8 @@ def summarise(rows: list[dict]) -> dict[str, Any]:
             "read_never_legible": sum(r["legible"] is None and r["read_frame"] is not None for r in rows),
             "lag_p50": pct(lags, 0.5), "lag_p95": pct(lags, 0.95),
             "earlier_than_legible": sum(lag < 0 for lag in lags),
-            "full_view_to_read_ms_p50": _round(pct(to_read, 0.5)), "full_view_to_read_ms_p95": _round(pct(to_read, 0.95)),
+            "full_view_to_read_ms_p50": _round(pct(to_read, 0.5)),
+            "full_view_to_read_ms_p95": _round(pct(to_read, 0.95)),
             "never_within_3s": never, "never_share": round(never / len(rows), 4) if rows else None,
             "wrong": sum(r["wrong"] for r in rows), "second_phone_first": sum(r["behind_first"] for r in rows)}
 

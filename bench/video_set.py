@@ -176,8 +176,8 @@ def render(scenario: str, seed: int, seconds: float = 3.5) -> Presentation:
         if scenario == "thumb" and i < thumb_until:  # over the bottom-right corner, no finder pattern there
             tip = quad[2] + (quad[2] - quad.mean(axis=0)) * 0.05
             axes = (int(0.3 * scale * body.shape[1]), int(0.16 * scale * body.shape[1]))
-            cv2.ellipse(image, (int(tip[0]), int(tip[1])), axes, float(np.degrees(np.arctan2(*(quad[2] - quad[0])[::-1]))),
-                        0, 360, 165.0, -1, cv2.LINE_AA)
+            along = float(np.degrees(np.arctan2(*(quad[2] - quad[0])[::-1])))  # the code's diagonal
+            cv2.ellipse(image, (int(tip[0]), int(tip[1])), axes, along, 0, 360, 165.0, -1, cv2.LINE_AA)
         if scenario == "autofocus" and i >= move:  # the lens hunts after the stop, then settles
             k = i - move
             sigma = 3.5 * abs(np.cos(k / 5.0)) * np.exp(-k / 25.0)
@@ -186,7 +186,8 @@ def render(scenario: str, seed: int, seconds: float = 3.5) -> Presentation:
         image += rng.normal(0, noise, image.shape).astype(np.float32)  # sensor noise
         frames.append(np.clip(image, 0, 255).astype(np.uint8))
         margin = module * scale
-        if full_view < 0 and (quad.min(axis=0) >= margin).all() and (quad.max(axis=0) <= np.array(SIZE, np.float32) - margin).all():
+        inside = (quad.min(axis=0) >= margin).all() and (quad.max(axis=0) <= np.array(SIZE, np.float32) - margin).all()
+        if full_view < 0 and inside:
             full_view = i
     return Presentation(f"{scenario}_{seed:02d}", scenario, seed, texts, full_view, frames)
 

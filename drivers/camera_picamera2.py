@@ -21,7 +21,8 @@ DeviceError, so the kiosk reopens the camera instead of blocking until systemd's
 picamera2 cannot be installed off a Pi: the tests inject a stand-in `picamera2`/`libcamera` module that
 mimics exactly the calls made here (Picamera2(), sensor_modes, create_video_configuration(main=,
 controls=, sensor=), configure, camera_controls, camera_properties, start, capture_array(name, wait=),
-capture_metadata(wait=), stop, close; libcamera.controls AfModeEnum, AfSpeedEnum, AfMeteringEnum). `sensor=` needs picamera2 0.3.17 or newer (Bookworm has it).
+capture_metadata(wait=), stop, close; libcamera.controls AfModeEnum, AfSpeedEnum, AfMeteringEnum).
+`sensor=` needs picamera2 0.3.17 or newer (Bookworm has it).
 """
 from __future__ import annotations
 
