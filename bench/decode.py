@@ -6,7 +6,8 @@ text is a wrong read (worse than no read); any text on a negative frame is a fal
 loaded once, as grey arrays, so the times are the decoder's alone: each frame is decoded --repeat times and
 its median time kept. Negative frames are timed apart too ("empty"): a kiosk camera sees them most of the time.
 
-    .venv/bin/python bench/decode.py [--corpus DIR] [--decoders auto,zxing,zbar] [--repeat 5] [--json]
+    taskset -c 0 .venv/bin/python bench/decode.py [--corpus DIR] [--decoders auto,zxing,zbar] [--repeat 5]
+        [--budget-ms MS] [--json]
 """
 from __future__ import annotations
 
@@ -43,9 +44,12 @@ def load_corpus(corpus: Path) -> list[tuple[dict, np.ndarray]]:
 
 
 def timed_decode(decoder, grey: np.ndarray, repeat: int) -> tuple[list[str], float]:
-    """The texts of one frame and the median decode time in ms over `repeat` runs."""
+    """The texts of one frame and the median decode time in ms over `repeat` runs. Each run is a frame on its
+    own: a decoder that tracks a camera stream (`reset`) forgets the run before."""
     times = []
     for _ in range(repeat):
+        if hasattr(decoder, "reset"):
+            decoder.reset()
         started = time.perf_counter()
         texts = decoder.decode(grey)
         times.append((time.perf_counter() - started) * 1000)
@@ -55,22 +59,28 @@ def timed_decode(decoder, grey: np.ndarray, repeat: int) -> tuple[list[str], flo
 def score(decoder, frames: list[tuple[dict, np.ndarray]], repeat: int = 1) -> dict:
     cats: dict[str, dict] = defaultdict(lambda: {"frames": 0, "read": 0, "wrong": 0, "false_positive": 0})
     times, empty_times, utf8 = [], [], {"frames": 0, "read": 0}
+    stages: dict[str, dict] = defaultdict(lambda: {"read": 0, "ms": []})  # the stage that read each frame
     for entry, grey in frames:
         texts, ms = timed_decode(decoder, grey, repeat)
         times.append(ms)
         c = cats[entry["category"]]
+        stage = getattr(decoder, "last_stage", None)
+        if stage and entry["texts"] and any(t in entry["texts"] for t in texts):
+            stages[stage]["read"] += 1
+            stages[stage]["ms"].append(ms)
+            c.setdefault("stages", defaultdict(int))[stage] += 1
         c["frames"] += 1
         truth = entry["texts"]
         if not truth:  # a negative frame (no code in view)
             empty_times.append(ms)
             c["false_positive"] += len(texts)
             continue
-        read = any(t in truth for t in texts)
-        c["read"] += read
+        hit = any(t in truth for t in texts)
+        c["read"] += hit
         c["wrong"] += sum(t not in truth for t in texts)
         if not all(t.isascii() for t in truth):
             utf8["frames"] += 1
-            utf8["read"] += read
+            utf8["read"] += hit
     positives = sum(bool(e["texts"]) for e, _ in frames)
     read = sum(c["read"] for c in cats.values())
     return {
@@ -84,9 +94,11 @@ def score(decoder, frames: list[tuple[dict, np.ndarray]], repeat: int = 1) -> di
         "utf8_read": f"{utf8['read']}/{utf8['frames']}",
         "ms_p50": round(pct(times, 0.5), 2),
         "ms_p95": round(pct(times, 0.95), 2),
+        "ms_max": round(max(times, default=0.0), 2),
         "empty_ms_p50": round(pct(empty_times, 0.5), 2),
         "empty_ms_p95": round(pct(empty_times, 0.95), 2),
         "categories": dict(sorted(cats.items())),
+        "stages": {name: {"read": v["read"], "ms_p50": round(pct(v["ms"], 0.5), 2)} for name, v in stages.items()},
     }
 
 
@@ -95,12 +107,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
     ap.add_argument("--decoders", default="auto,zxing,zbar", help="comma-separated: auto, zxing, zbar")
     ap.add_argument("--repeat", type=int, default=5, help="decodes per frame; the median time is kept")
+    ap.add_argument("--budget-ms", type=float, default=None,
+                    help="time budget per frame for decoders that have one (default: the decoder's own, 25 ms)")
     ap.add_argument("--json", action="store_true", help="one JSON object per decoder")
     args = ap.parse_args(argv)
 
     frames = load_corpus(args.corpus)
     for name in args.decoders.split(","):
         decoder = importlib.import_module(f"drivers.decoder_{name.strip()}").create(None)
+        if args.budget_ms is not None and hasattr(decoder, "budget_ms"):
+            decoder.budget_ms = args.budget_ms
         decoder.decode(frames[0][1])  # warm-up: library load and first-call allocations
         result = score(decoder, frames, max(1, args.repeat))
         if args.json:
@@ -108,11 +124,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(f"{result['decoder']}: read {result['read']}/{result['positives']} ({result['read_rate']:.1%}), "
               f"wrong {result['wrong']}, false positives {result['false_positives']} on {result['negatives']} "
-              f"negatives, UTF-8 {result['utf8_read']}, ms p50 {result['ms_p50']} p95 {result['ms_p95']}, "
+              f"negatives, UTF-8 {result['utf8_read']}, ms p50 {result['ms_p50']} p95 {result['ms_p95']} max "
+              f"{result['ms_max']}, "
               f"empty frames ms p50 {result['empty_ms_p50']} p95 {result['empty_ms_p95']}")
         for cat, c in result["categories"].items():
+            by_stage = ", ".join(f"{k} {v}" for k, v in sorted(c.get("stages", {}).items()))
             print(f"  {cat:18s} {c['frames']:3d} frames  read {c['read']:3d}  wrong {c['wrong']}  "
-                  f"false positives {c['false_positive']}")
+                  f"false positives {c['false_positive']}" + (f"  ({by_stage})" if by_stage else ""))
+        for stage, v in result["stages"].items():
+            print(f"  stage {stage:16s} first to read {v['read']:3d} frames, those frames' ms p50 {v['ms_p50']}")
     return 0
 
 

@@ -1,9 +1,15 @@
 """Raspberry Pi camera module through picamera2 (Raspberry Pi OS package `python3-picamera2`).
 
 The decoder only needs luminance, so the one stream is YUV420 at the (low) decode size and the frame is
-its Y plane: no colour conversion on the Pi's CPU and no second full-size stream to fill. Continuous
-autofocus is switched on where the module has it (Camera Module 3); a fixed exposure
-(`camera.exposure_us`) helps with bright phone screens.
+its Y plane, handed on as a view of the captured buffer (`drivers.frames.y_plane`): no colour conversion, no
+copy, and no second full-size stream to fill.
+
+Settings for phone screens (`[camera]`): continuous autofocus where the module has it (Camera Module 3), fast,
+metered on a window in the centre of the view (`camera.af_window`, the share of width and height) where a code
+is held, so a face or the counter behind does not take the focus; an exposure value below the meter's
+(`camera.exposure_value`, in stops) so a bright screen is not blown out, or a fixed exposure time
+(`camera.exposure_us`); and the frame rate (`camera.fps`). `describe()` reports what the camera did with
+them on its last frame (lens position, focus state, exposure time, gain) for `kiosk selftest`.
 
 Sensor mode: among the modes that cover the decode size and reach camera.fps, the one with the widest
 field of view, then the smallest (least to scale down): e.g. the 2x2-binned 1536x864 mode of Camera
@@ -14,8 +20,9 @@ DeviceError, so the kiosk reopens the camera instead of blocking until systemd's
 
 picamera2 cannot be installed off a Pi: the tests inject a stand-in `picamera2`/`libcamera` module that
 mimics exactly the calls made here (Picamera2(), sensor_modes, create_video_configuration(main=,
-controls=, sensor=), configure, camera_controls, start, capture_array(name, wait=), stop, close;
-libcamera.controls.AfModeEnum.Continuous). `sensor=` needs picamera2 0.3.17 or newer (Bookworm has it).
+controls=, sensor=), configure, camera_controls, camera_properties, start, capture_array(name, wait=),
+capture_metadata(wait=), stop, close; libcamera.controls AfModeEnum, AfSpeedEnum, AfMeteringEnum).
+`sensor=` needs picamera2 0.3.17 or newer (Bookworm has it).
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from drivers.frames import y_plane
 from kiosk.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -39,23 +47,53 @@ FIX = ("check the camera's ribbon cable, run `rpicam-hello --list-cameras`, and 
 
 class Picamera2Camera:
     def __init__(self, width: int = 640, height: int = 480, fps: float = 30.0, autofocus: bool = True,
-                 exposure_us: int = 0):
+                 exposure_us: int = 0, exposure_value: float = 0.0, af_window: float = 0.0):
         self.width = width
         self.height = height
         self.fps = fps
         self.autofocus = autofocus
         self.exposure_us = exposure_us
+        self.exposure_value = exposure_value
+        self.af_window = af_window
         self._camera: Any = None  # a picamera2.Picamera2 (no type information)
 
     def _controls(self, camera: Any) -> dict[str, Any]:
         controls: dict[str, Any] = {"FrameRate": float(self.fps)}
         if self.exposure_us > 0:
             controls["ExposureTime"] = int(self.exposure_us)
+        elif self.exposure_value and "ExposureValue" in camera.camera_controls:
+            controls["ExposureValue"] = float(self.exposure_value)
         if self.autofocus and "AfMode" in camera.camera_controls:
             from libcamera import controls as libcamera_controls
 
             controls["AfMode"] = libcamera_controls.AfModeEnum.Continuous
+            controls["AfSpeed"] = libcamera_controls.AfSpeedEnum.Fast
+            window = self._af_window(camera)
+            if window is not None:
+                controls["AfMetering"] = libcamera_controls.AfMeteringEnum.Windows
+                controls["AfWindows"] = [window]
         return controls
+
+    def _af_window(self, camera: Any) -> tuple[int, int, int, int] | None:
+        """The centre `af_window` share of the sensor's full view, in the sensor pixels AfWindows is given in."""
+        full = camera.camera_properties.get("ScalerCropMaximum")
+        if not self.af_window or not full:
+            return None
+        x, y, w, h = full
+        ww, wh = int(w * self.af_window), int(h * self.af_window)
+        return (x + (w - ww) // 2, y + (h - wh) // 2, ww, wh)
+
+    def describe(self) -> dict[str, Any]:
+        """Focus and exposure of the last frame as the camera reports them (for `kiosk selftest`)."""
+        if self._camera is None:
+            return {}
+        try:
+            metadata = self._camera.capture_metadata(wait=FRAME_TIMEOUT_S)
+        except Exception as exc:
+            return {"metadata_error": f"{type(exc).__name__}: {exc}"}
+        names = {"LensPosition": "lens_position_dioptres", "AfState": "af_state", "ExposureTime": "exposure_us",
+                 "AnalogueGain": "analogue_gain", "FrameDuration": "frame_us", "FocusFoM": "focus_figure_of_merit"}
+        return {ours: _plain(metadata[theirs]) for theirs, ours in names.items() if theirs in metadata}
 
     def _sensor(self, modes: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The sensor mode for speed without losing field of view; None leaves the choice to picamera2."""
@@ -104,13 +142,19 @@ class Picamera2Camera:
             yuv = self._camera.capture_array("main", wait=FRAME_TIMEOUT_S)
         except Exception as exc:
             raise DeviceError(f"camera capture failed ({type(exc).__name__}: {exc}): {FIX}") from None
-        # YUV420 comes as one (height * 3/2, stride) plane stack: Y first, rows may be padded.
-        return np.ascontiguousarray(yuv[: self.height, : self.width])
+        # YUV420 comes as one (height * 3/2, stride) plane stack: Y first, rows may be padded. capture_array
+        # returns a new array every time, so the view stays valid after the next capture.
+        return y_plane(yuv, self.width, self.height)
 
     def close(self) -> None:
         if self._camera is not None:
             _quietly_close(self._camera)
             self._camera = None
+
+
+def _plain(value: Any) -> int | float | str:
+    """A metadata value as JSON can carry it (libcamera enums are ints underneath)."""
+    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def _quietly_close(camera: Any) -> None:
@@ -123,4 +167,4 @@ def _quietly_close(camera: Any) -> None:
 
 def create(cfg: Config) -> Camera:
     c = cfg.camera
-    return Picamera2Camera(c.width, c.height, c.fps, c.autofocus, c.exposure_us)
+    return Picamera2Camera(c.width, c.height, c.fps, c.autofocus, c.exposure_us, c.exposure_value, c.af_window)

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from drivers.frames import to_grey
 from kiosk.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ class ReplayCamera:
         self._index = 0
         self._video: cv2.VideoCapture | None = None
         self._video_frame = 0
+        self.fps: float | None = None  # a video's frame rate, as its container states it
 
     def start(self) -> None:
         self.close()
@@ -93,6 +95,7 @@ class ReplayCamera:
                               "format OpenCV reads, e.g. .mp4 or .avi)")
         self._video = video
         self._video_frame = 0
+        self.fps = float(video.get(cv2.CAP_PROP_FPS)) or None
 
     def _read_video(self, video: cv2.VideoCapture) -> Frame | None:
         import cv2
@@ -106,7 +109,7 @@ class ReplayCamera:
             return None
         self.name = f"{self.path.name}#{self._video_frame}"
         self._video_frame += 1
-        return cast("Frame", cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame)
+        return to_grey(frame)
 
 
 def create(cfg: Config) -> Camera:

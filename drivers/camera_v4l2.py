@@ -7,8 +7,9 @@ the calls made here (VideoCapture(index, CAP_V4L2), isOpened, set, read, release
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
+from drivers.frames import to_grey
 from kiosk.errors import DeviceError
 
 if TYPE_CHECKING:
@@ -49,14 +50,16 @@ class V4l2Camera:
         log.info("webcam /dev/video%d open", self.device)
 
     def read(self) -> Frame:
-        import cv2
-
         if self._capture is None:
             raise DeviceError(f"/dev/video{self.device} is not open: {self._fix()}")
         ok, frame = self._capture.read()
         if not ok or frame is None:
             raise DeviceError(f"/dev/video{self.device} stopped delivering frames (unplugged?): {self._fix()}")
-        return cast("Frame", cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY) if frame.ndim == 3 else frame)
+        grey = to_grey(frame)
+        if grey is None:
+            raise DeviceError(f"/dev/video{self.device} delivered a frame of shape {frame.shape}, which is not an "
+                              f"image: {self._fix()}")
+        return grey
 
     def close(self) -> None:
         if self._capture is not None:

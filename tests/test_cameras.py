@@ -176,9 +176,17 @@ class StandInPicamera2:
     def __init__(self, camera_num: int = 0, verbose_console=None, tuning=None):
         if StandInPicamera2.fail_open is not None:
             raise StandInPicamera2.fail_open
-        self.camera_controls = {"ExposureTime": (100, 1000000, 20000), "FrameDurationLimits": (8333, 1000000, 33333)}
+        self.camera_controls = {"ExposureTime": (100, 1000000, 20000), "FrameDurationLimits": (8333, 1000000, 33333),
+                                "ExposureValue": (-8.0, 8.0, 0.0)}
         if StandInPicamera2.has_autofocus:
-            self.camera_controls["AfMode"] = (0, 2, 0)
+            for name in ("AfMode", "AfSpeed", "AfMetering"):
+                self.camera_controls[name] = (0, 2, 0)
+            self.camera_controls["AfWindows"] = ((0, 0, 0, 0), (65535, 65535, 65535, 65535), (0, 0, 0, 0))
+        # imx708's full pixel array, as picamera2 lists it
+        self.camera_properties = {"Model": "imx708", "PixelArraySize": (4608, 2592),
+                                  "ScalerCropMaximum": (0, 0, 4608, 2592)}
+        self.metadata = {"AfState": 2, "LensPosition": 3.25, "ExposureTime": 9987, "AnalogueGain": 1.5,
+                         "FrameDuration": 33333, "SensorTemperature": 41.0}
         self.config = None
         self.waits: list = []
         self.started = self.stopped = self.closed = False
@@ -214,6 +222,13 @@ class StandInPicamera2:
         yuv[:h, :w] = self.y_plane
         return yuv
 
+    def capture_metadata(self, wait=None, signal_function=None):
+        assert self.started
+        self.waits.append(wait)
+        if StandInPicamera2.frames_stop:
+            raise TimeoutError()
+        return dict(self.metadata)
+
     def stop(self):
         self.started = False
         self.stopped = True
@@ -233,7 +248,9 @@ def picam(monkeypatch):
     picamera2 = types.ModuleType("picamera2")
     picamera2.Picamera2 = StandInPicamera2
     libcamera = types.ModuleType("libcamera")
-    libcamera.controls = types.SimpleNamespace(AfModeEnum=types.SimpleNamespace(Continuous="AfModeContinuous"))
+    libcamera.controls = types.SimpleNamespace(AfModeEnum=types.SimpleNamespace(Continuous="AfModeContinuous"),
+                                               AfSpeedEnum=types.SimpleNamespace(Fast="AfSpeedFast"),
+                                               AfMeteringEnum=types.SimpleNamespace(Windows="AfMeteringWindows"))
     monkeypatch.setitem(sys.modules, "picamera2", picamera2)
     monkeypatch.setitem(sys.modules, "libcamera", libcamera)
     return StandInPicamera2
@@ -246,9 +263,13 @@ def test_picamera2_configures_yuv420_and_returns_the_y_plane(picam):
     frame = camera.read()
     cam = picam.instances[-1]
     assert cam.config["main"] == {"size": (640, 480), "format": "YUV420"} and cam.config["lores"] is None
-    assert cam.config["controls"] == {"FrameRate": 25.0, "ExposureTime": 10000, "AfMode": "AfModeContinuous"}
-    assert frame.shape == (480, 640) and frame.dtype == np.uint8 and frame.flags["C_CONTIGUOUS"]
+    # A fixed exposure time wins over the exposure value; focus metered on the centre half of the full view.
+    assert cam.config["controls"] == {"FrameRate": 25.0, "ExposureTime": 10000, "AfMode": "AfModeContinuous",
+                                      "AfSpeed": "AfSpeedFast", "AfMetering": "AfMeteringWindows",
+                                      "AfWindows": [(1152, 648, 2304, 1296)]}
+    assert frame.shape == (480, 640) and frame.dtype == np.uint8
     assert np.array_equal(frame, picam.y_plane)  # no chroma rows, no stride padding
+    assert frame.base is not None and frame.strides == (640 + cam.stride_pad, 1)  # a view of the buffer: no copy
     assert ZxingDecoder().decode(frame) == ["PICAMERA2 Y PLANE"]
     assert cam.waits == [camera_picamera2.FRAME_TIMEOUT_S]  # never an unbounded wait
     camera.close()
@@ -260,6 +281,22 @@ def test_picamera2_without_autofocus_or_fixed_exposure(picam):
     camera = Picamera2Camera(640, 480, 30.0, autofocus=True, exposure_us=0)
     camera.start()
     assert picam.instances[-1].config["controls"] == {"FrameRate": 30.0}
+
+
+def test_picamera2_phone_screen_defaults_and_what_the_camera_reports(picam):
+    cfg = config.load(data={"camera": {"type": "picamera2", "af_window": 0.25}})
+    assert (cfg.camera.exposure_value, cfg.camera.fps) == (-1.0, 30.0)  # the documented defaults
+    camera = camera_picamera2.create(cfg)
+    camera.start()
+    controls = picam.instances[-1].config["controls"]
+    assert controls["ExposureValue"] == -1.0 and "ExposureTime" not in controls
+    assert controls["AfWindows"] == [(1728, 972, 1152, 648)]  # the centre quarter of 4608x2592
+    assert camera.describe() == {"lens_position_dioptres": 3.25, "af_state": 2, "exposure_us": 9987,
+                                 "analogue_gain": 1.5, "frame_us": 33333}
+    picam.frames_stop = True
+    assert "TimeoutError" in camera.describe()["metadata_error"]  # a report, never a hang or a crash
+    camera.close()
+    assert camera.describe() == {}
 
 
 @pytest.mark.parametrize("modes, fps, size, expected", [

@@ -2,12 +2,15 @@
 replay camera, PNG display, gpiozero MockFactory, real journal/roster/trust files."""
 import json
 
-from PIL import Image
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
 
 from conftest import tmp_sets
 from kiosk import config
 from kiosk.app import build_clock
 from kiosk.cli import main
+from kiosk.commands.selftest import SOFT_FOCUS, _hints, frame_quality
 
 
 def run(capsys, argv) -> tuple[int, dict[str, dict], str]:
@@ -97,10 +100,26 @@ def test_selftest_every_step_ok(tmp_path, capsys):
     assert str(preview) in steps["camera"]["detail"]
     with Image.open(preview) as img:
         assert img.size == (640, 480)
+        expected = frame_quality(np.asarray(img))
+    # Focus and exposure of the test frame, as measured on the saved preview.
+    assert f"focus {expected['focus']} (Laplacian variance)" in steps["camera"]["detail"]
+    assert f"exposure mean {expected['mean_level']}/255" in steps["camera"]["detail"]
     assert len(list((tmp_path / "screens").glob("*.png"))) == 4  # idle, green, black, invalid
     assert "relay" in steps["pins"]["detail"] and "buzzer" in steps["pins"]["detail"]
     assert steps["mqtt"]["detail"] == "MQTT disabled"
     assert "Traceback" not in err
+
+
+def test_frame_quality_tells_sharp_from_blurred_and_flags_blown_out_frames():
+    rng = np.random.default_rng(3)
+    sharp = (rng.integers(0, 2, (60, 80)) * 200 + 20).astype(np.uint8).repeat(6, 0).repeat(6, 1)
+    soft = np.asarray(Image.fromarray(sharp).filter(ImageFilter.GaussianBlur(4)))
+    assert frame_quality(sharp)["focus"] > SOFT_FOCUS > frame_quality(soft)["focus"]
+    assert _hints(frame_quality(soft)) == ["soft focus: check the lens distance or camera.autofocus"]
+    blown = sharp.copy()
+    blown[:120] = 255
+    assert frame_quality(blown)["white_share"] == pytest.approx(120 / 360, abs=0.01)
+    assert "bright areas blown out: lower camera.exposure_value" in _hints(frame_quality(blown))
 
 
 def test_selftest_names_the_failing_step(tmp_path, capsys):

@@ -5,7 +5,7 @@ Exit status 0 when every check passed, 1 otherwise.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
 from kiosk.commands import Args, Parser, Subparsers, emit, load_config
 from kiosk.errors import KioskError
@@ -20,8 +20,9 @@ def register(sub: Subparsers, common: Parser) -> None:
     p.set_defaults(func=run)
 
 
-def grab_frame(cfg: Config) -> Frame | None | Literal[False]:
-    """One frame from the configured camera (opened and closed again); False when none is configured."""
+def grab_frame(cfg: Config, report: dict[str, Any] | None = None) -> Frame | None | Literal[False]:
+    """One frame from the configured camera (opened and closed again); False when none is configured.
+    `report` gets what the camera says of its focus and exposure, when it says anything (picamera2)."""
     from kiosk.app import build_camera
 
     camera = build_camera(cfg)
@@ -29,7 +30,10 @@ def grab_frame(cfg: Config) -> Frame | None | Literal[False]:
         return False
     camera.start()
     try:
-        return camera.read()
+        frame = camera.read()
+        if report is not None and hasattr(camera, "describe"):
+            report.update(camera.describe())
+        return frame
     finally:
         camera.close()
 
