@@ -20,16 +20,18 @@ from typing import TYPE_CHECKING, Any, Callable, Generic, TypedDict, TypeVar
 from kiosk import __version__
 from kiosk.config import Config
 from kiosk.driver_names import CAMERAS, DECODERS, DISPLAYS, PIN_FACTORIES, READERS, Driver
-from kiosk.errors import DataError, DeviceError, KioskError
+from kiosk.errors import DeviceError, KioskError
 from kiosk.model import GREEN, Decision, Staleness
 from kiosk.ports import (Camera, Clock, Decoder, Device, Display, Gpio, LoopMonitor, Publisher, Reader,
                          RevocationSource, RevocationStore, SubjectKeys, TrustStore)
 from kiosk.ports import Roster as RosterPort
+from kiosk.remote import COMMAND_HANDLERS, Dependencies
 from kiosk.site import SiteState
 
 if TYPE_CHECKING:
     from kiosk.decider import Decider
-    from kiosk.ports import CommandHandler, Event
+    from kiosk.mqtt.uplink import ClientFactory
+    from kiosk.ports import Event
     from kiosk.stores.revocation import RevocationList
     from kiosk.stores.roster import Roster
     from kiosk.stores.trust import TrustList
@@ -210,6 +212,8 @@ class Devices(TypedDict, total=False):
     decoder: Decoder
     display: Display | None
     gpio: Gpio
+    mqtt_client: ClientFactory    # the uplink's client factory in place of paho's
+
 
 
 @dataclass
@@ -254,7 +258,14 @@ class App:
         if cfg.mqtt.enabled:
             from kiosk.mqtt.uplink import Uplink
 
-            self.uplink = Uplink(cfg, cfg.journal.path, telemetry_source=self.telemetry)
+            if "mqtt_client" in devices:
+                self.uplink = Uplink(cfg, cfg.journal.path, client_factory=devices["mqtt_client"])
+            else:
+                self.uplink = Uplink(cfg, cfg.journal.path)
+        # what downlink commands may change; they run on this (the app's) thread, in _step
+        self.commands = Dependencies(roster=self.roster, trust=self.trust, revocations=self.revocations,
+                                     keys=self.keys, site=self.site, clock=self.clock,
+                                     link_state=lambda: self.uplink.state if self.uplink else {})
         self.pipeline = Pipeline(
             decider=self.decider, feedback=self.feedback, journal=self.journal, clock=self.clock,
             decoder=self.decoder, debounce_seconds=cfg.site.debounce_seconds,
@@ -278,71 +289,6 @@ class App:
         if self.uplink is not None:
             self.uplink.notify()
 
-    # -------------------------------------------------------------- downlink command handlers
-    def command_handlers(self) -> dict[str, CommandHandler]:
-        return {"roster": self._cmd_roster, "trust": self._cmd_trust, "config": self._cmd_config}
-
-    def _cmd_roster(self, payload: dict[str, Any]) -> dict[str, Any]:
-        op = payload.get("op", "replace")
-        if op == "remove":
-            keys = payload.get("keys")
-            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-                raise DataError("roster remove: 'keys' must be a list of ID/QID strings")
-            removed = self.roster.remove(keys)
-            return {"removed": removed, "count": self.roster.count}
-        rows = payload.get("entries")
-        if not isinstance(rows, list):
-            raise DataError("roster: 'entries' must be a list of rows (id, qid, name, doses, recovered, staff)")
-        entries = self.roster.parse_entries(rows)
-        if op == "replace":
-            version = payload.get("version")
-            if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-                raise DataError("roster replace: 'version' must be an integer")
-            self.roster.replace_all(entries, version)
-        elif op in ("add", "upsert"):
-            self.roster.upsert(entries)
-        else:
-            raise DataError(f"roster: unknown op {op!r} (replace, add, remove)")
-        return {"count": self.roster.count, "version": self.roster.version}
-
-    def _cmd_trust(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """Signers (`entries`), revocation batches (`revocations`), the site's subject_ref keys (`site_keys`), or
-        several; `replace` applies to each list given (keys are always added). Everything is validated before
-        anything changes; a key is never logged nor answered (ids only)."""
-        from kiosk.identity import parse_keys
-        from kiosk.stores.revocation import parse_batches
-        from kiosk.stores.trust import parse_json
-
-        if not {"entries", "revocations", "site_keys"} & set(payload):
-            raise DataError("trust: give 'entries' (signers: a list of {kid, certificate}), 'revocations' "
-                            "(revocation batches) and/or 'site_keys' (a list of {id, key, since})")
-        replace = payload.get("replace", False)
-        if not isinstance(replace, bool):
-            raise DataError("trust: 'replace' must be true or false")
-        signers = parse_json(payload["entries"], "trust update rejected") if "entries" in payload else None
-        batches = parse_batches(payload["revocations"], "trust revocations rejected") \
-            if "revocations" in payload else None
-        keys = parse_keys(payload["site_keys"]) if "site_keys" in payload else None
-        result: dict[str, Any] = {}
-        if signers is not None:
-            self.trust.store(signers, replace=replace)
-            result.update(imported=len(signers), count=self.trust.count)
-        if batches is not None:
-            self.revocations.store(batches, replace=replace)
-            result["revocations"] = self.revocations.summary()
-        if keys is not None:
-            self.keys.install(keys, self.clock.now())
-            result["site_keys"] = self.keys.describe(self.clock.now())
-            log.info("site keys installed by downlink command: %s", ", ".join(k.id for k in keys))
-        return result
-
-    def _cmd_config(self, payload: dict[str, Any]) -> dict[str, Any]:
-        changes = {k: v for k, v in payload.items() if k not in ("id", "v")}
-        settings = self.site.update(**changes)  # DataError names every bad key and value; nothing changes
-        for key, value in changes.items():
-            log.info("site.%s set to %s by downlink command", key, value)
-        return {"direction": settings.direction, "mode": settings.mode}
-
     # -------------------------------------------------------------- status
     def alarms(self) -> list[str]:
         out = [f"{guard.name}_failed" for guard in (self._camera_guard, self._reader_guard)
@@ -358,14 +304,16 @@ class App:
             out.extend(self.uplink.alarms())
         return out
 
-    def telemetry(self) -> dict[str, Any]:
+    def telemetry(self, alarms: list[str]) -> dict[str, Any]:
+        """The app's part of the telemetry, computed on the app thread (the uplink gets it as a snapshot)."""
         c = self.pipeline.counters
         uptime = time.time() - self.started_at
         keys = self.keys.describe(self.clock.now())
-        return {**c.as_dict(), "alarms": self.alarms(), "uptime_s": round(uptime, 1),
+        settings = self.site.now
+        return {**c.as_dict(), "alarms": alarms, "uptime_s": round(uptime, 1),
                 "site_key": {"in_use": keys["in_use"], "rotation_due": keys["rotation_due"]},
                 "decode_rate_fps": round(c.frames / uptime, 2) if uptime > 0 else 0.0,
-                "direction": self.site.direction, "mode": self.site.mode, "version": __version__}
+                "direction": settings.direction, "mode": settings.mode, "version": __version__}
 
     # -------------------------------------------------------------- the loop
     def stop(self) -> None:
@@ -385,10 +333,10 @@ class App:
                 self._camera_guard.start()
             if self._reader_guard is not None:
                 self._reader_guard.start()
+            self._watchdog = watchdog
+            self._show_alarms()          # also the uplink's first snapshot, before it starts
             if self.uplink:
                 self.uplink.start()
-            self._watchdog = watchdog
-            self._show_alarms()
             if watchdog:
                 watchdog.ready()
             while not self._stop.is_set():
@@ -431,16 +379,19 @@ class App:
         self.pipeline.flush()
         self.feedback.tick()
         if self.uplink:
-            self.uplink.run_pending_commands(self.command_handlers())
+            self.uplink.run_pending_commands(COMMAND_HANDLERS, self.commands)
         self._show_alarms()
         self._maybe_purge()
         return more
 
     def _show_alarms(self) -> None:
+        """Alarms to the screen, systemd's status line and (with counters) the uplink's snapshot."""
         alarms = self.alarms()
         self.feedback.set_alarms(alarms)
         if self._watchdog:
             self._watchdog.report(alarms)
+        if self.uplink:
+            self.uplink.set_app_snapshot(self.telemetry(alarms))
 
     def _read_camera(self, guard: DeviceGuard[Camera]) -> tuple[bool, bool]:
         """(a frame was read, more input may come)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Protocol, TypeAlias, runtime_checkable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol, TypeAlias, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:  # types for annotations only: importing ports costs nothing at run time
     import numpy as np
@@ -17,12 +17,17 @@ if TYPE_CHECKING:  # types for annotations only: importing ports costs nothing a
     from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
     from PIL import Image
 
+    from kiosk.identity import SiteKey
     from kiosk.model import Decision, ParsedCode, Person
+    from kiosk.mqtt.downlink import Command
+    from kiosk.stores.revocation import Batch
     from kiosk.stores.roster import RosterEntry
+    from kiosk.stores.trust import Signer
 
     Frame: TypeAlias = npt.NDArray[np.uint8]  # a greyscale frame: 2-D uint8, the camera's Y plane
     Event: TypeAlias = dict[str, Any]  # a journaled check-in as published (kiosk.stores.checkins)
-    CommandHandler: TypeAlias = Callable[[dict[str, Any]], dict[str, Any]]
+
+D = TypeVar("D")  # what downlink command handlers are given (kiosk.remote.Dependencies)
 
 
 # ---------------------------------------------------------------- input devices
@@ -209,6 +214,15 @@ class SubjectKeys(Protocol):
         """The key in use at `when`."""
 
 
+class SiteKeyRing(SubjectKeys, Protocol):
+    """The site's key ring as the app keeps it (kiosk.identity.KeyRing): installed to, described (never a key)."""
+
+    def install(self, keys: list[SiteKey], now: datetime) -> list[str]:
+        """Add validated keys (a known id with another key is refused); the ids now kept."""
+
+    def describe(self, now: datetime) -> dict[str, Any]: ...
+
+
 class RevocationSource(Protocol):
     """What verifying a signed certificate needs of the revocation list (kiosk.stores.revocation)."""
 
@@ -223,6 +237,9 @@ class RevocationStore(RevocationSource, Protocol):
 
     def summary(self) -> dict[str, Any]: ...
 
+    def store(self, batches: list[Batch], *, replace: bool) -> int:
+        """Add (with `replace`: install only) validated batches."""
+
 
 class TrustStore(SignerKeys, Protocol):
     """The trust list of certificate signers (kiosk.stores.trust)."""
@@ -234,6 +251,9 @@ class TrustStore(SignerKeys, Protocol):
 
     def import_json(self, obj: Any, replace: bool = False) -> int:
         """Signers as `[{"kid": base64, "certificate": base64 DER}]`; all or nothing (DataError)."""
+
+    def store(self, signers: list[Signer], *, replace: bool) -> None:
+        """Write validated signers (with `replace`: only these)."""
 
 
 # ---------------------------------------------------------------- the core's own parts
@@ -273,8 +293,15 @@ class Publisher(Protocol):
 
     def status(self) -> dict[str, Any]: ...
 
-    def run_pending_commands(self, handlers: dict[str, CommandHandler], limit: int = 20) -> int:
-        """Run received downlink commands on the caller's (the app's) thread; how many ran."""
+    @property
+    def state(self) -> dict[str, Any]:
+        """The connection's state (online/offline, since, last error, attempts): the `ping` answer."""
+
+    def set_app_snapshot(self, snapshot: Mapping[str, Any]) -> None:
+        """The app thread's counters and alarms for telemetry and the retained status (read-only there)."""
+
+    def run_pending_commands(self, handlers: Mapping[str, Command[D]], deps: D, limit: int = 20) -> int:
+        """Run received downlink commands with `deps` on the caller's (the app's) thread; how many ran."""
 
 
 class LoopMonitor(Protocol):
@@ -287,3 +314,58 @@ class LoopMonitor(Protocol):
     def tick(self, now: float | None = None) -> bool: ...
 
     def report(self, alarms: list[str]) -> None: ...
+
+
+# ---------------------------------------------------------------- MQTT (adapter: paho-mqtt 2.x, in kiosk.mqtt)
+class PublishInfo(Protocol):
+    """What `MqttClient.publish` returns (paho's MQTTMessageInfo): rc 0 when queued for sending."""
+
+    @property
+    def rc(self) -> int: ...
+
+    @property
+    def mid(self) -> int: ...
+
+    def wait_for_publish(self, timeout: float | None = None) -> None: ...
+
+
+class MqttClient(Protocol):
+    """The part of a paho 2.x client (callback API version 2) the uplink uses.
+
+    The real adapter is paho itself (`kiosk.mqtt.client.make_client`); `tests/fakes.py` has an in-memory
+    one, and `tests/test_mqtt_contract.py` runs one suite over both. paho calls the callbacks on its
+    network thread, with the userdata given to `user_data_set` as their second argument:
+    on_connect(client, userdata, flags, reason_code, properties), on_disconnect(client, userdata, flags,
+    reason_code, properties), on_publish(client, userdata, mid, reason_code, properties) once a QoS 1
+    message is PUBACKed (QoS 0: once sent), on_message(client, userdata, message).
+    """
+
+    on_connect: Callable[..., None] | None
+    on_disconnect: Callable[..., None] | None
+    on_publish: Callable[..., None] | None
+    on_message: Callable[..., None] | None
+
+    def user_data_set(self, userdata: Any) -> None: ...
+
+    def will_set(self, topic: str, payload: str | bytes | None = None, qos: int = 0, retain: bool = False) -> None: ...
+
+    def max_inflight_messages_set(self, inflight: int) -> None: ...
+
+    def connect(self, host: str, port: int = 1883, keepalive: int = 60, *, clean_start: bool = ...,
+                properties: Any = None) -> int:
+        """TCP connect and send CONNECT (raises OSError, ssl.SSLError); the CONNACK comes to on_connect.
+        clean_start and properties (session expiry) are MQTT 5 only."""
+
+    def loop_start(self) -> int: ...
+
+    def loop_stop(self) -> int: ...
+
+    def disconnect(self) -> int: ...
+
+    def socket(self) -> object:
+        """The connected socket (None when not connected)."""
+
+    def subscribe(self, topic: list[tuple[str, int]]) -> tuple[int, int | None]: ...
+
+    def publish(self, topic: str, payload: str | bytes | None = None, qos: int = 0,
+                retain: bool = False) -> PublishInfo: ...

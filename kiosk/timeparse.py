@@ -1,7 +1,8 @@
-"""Parsing of operator-given instants (`--at`, `--since`): naive values are in the site's time zone."""
+"""Parsing of operator-given instants (`--at`, `--since`; naive values are in the site's time zone), and the
+UTC timestamps the kiosk writes into its MQTT messages."""
 from __future__ import annotations
 
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timezone
 from zoneinfo import ZoneInfo
 
 
@@ -17,3 +18,8 @@ def parse_instant(text: str, tz: str) -> datetime:
     if value.tzinfo is None:
         value = value.replace(tzinfo=ZoneInfo(tz))
     return value
+
+
+def iso_utc(epoch: float) -> str:
+    """Epoch seconds as ISO-8601 UTC to the second (`2021-11-15T02:00:00+00:00`)."""
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")

@@ -13,16 +13,24 @@ from kiosk.model import GREEN, Decision
 from kiosk.mqtt.backoff import backoff_delay
 from kiosk.mqtt.downlink import parse_ack
 from kiosk.mqtt.uplink import Uplink
+from kiosk import remote
 
 PREFIX = "kiosk/s1/d1"
+
+
+def ping_deps(up):
+    """Dependencies for the commands these tests run: only `ping` reads them (the uplink's state)."""
+    return remote.Dependencies(roster=None, trust=None, site=None, link_state=lambda: up.state)
 
 
 @pytest.fixture
 def make_uplink():
     made = []
 
-    def make(cfg, **kw):
+    def make(cfg, snapshot=None, **kw):
         up = Uplink(cfg, cfg.journal.path, **kw)
+        if snapshot is not None:
+            up.set_app_snapshot(snapshot)
         made.append(up)
         up.start()
         return up
@@ -70,12 +78,12 @@ def test_consumer_watermark_confirms(tmp_path, broker, watcher_factory, make_upl
 
 
 class RosterHandler:
-    """Validates completely, then applies: the shape of the app's handlers."""
+    """Validates completely, then applies: the shape of the command handlers in kiosk.remote."""
 
     def __init__(self):
         self.version, self.entries, self.calls = 0, [], 0
 
-    def __call__(self, payload):
+    def __call__(self, payload, deps):
         self.calls += 1
         entries = payload.get("entries")
         if not isinstance(entries, list) or not all(isinstance(e, dict) and "id" in e for e in entries):
@@ -85,12 +93,12 @@ class RosterHandler:
 
 
 def run_commands_until(up, handlers, watcher, topic, timeout=10.0):
-    """The app's main loop in miniature: run queued commands until the result on `topic` arrives."""
+    """The app's main loop in miniature: run queued commands (and `ping`) until the result on `topic` arrives."""
     import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        up.run_pending_commands(handlers)
+        up.run_pending_commands({"ping": remote.ping, **handlers}, ping_deps(up))
         try:
             return watcher.next(topic, timeout=0.05)
         except AssertionError:
@@ -151,7 +159,7 @@ def test_telemetry_carries_app_counters_and_outbox_depth(tmp_path, broker, watch
     cfg = kiosk_config(tmp_path, broker.port, telemetry_seconds=1)
     fill_journal(cfg.journal.path, 3)
     watcher = watcher_factory(broker.port, f"{PREFIX}/telemetry", f"{PREFIX}/status")
-    up = make_uplink(cfg, telemetry_source=lambda: {"frames": 12, "decode_rate_fps": 29.5})
+    up = make_uplink(cfg, snapshot={"frames": 12, "decode_rate_fps": 29.5})
     status = watcher.next(f"{PREFIX}/status", where=lambda b: b["state"] == "online")
     assert status["version"] and status["since"]
     body = watcher.next(f"{PREFIX}/telemetry", where=lambda b: b["outbox"]["pending"] == 0)
@@ -317,7 +325,7 @@ def test_both_protocol_versions_deliver_confirm_and_keep_the_downlink_session(tm
     with running_collector(cfg, collector_db):       # the collector speaks the same protocol version
         up = make_uplink(cfg)
         wait_for(lambda: journal_states(cfg.journal.path) == {"confirmed": 300}, 30, what="all confirmed")
-        assert up._client.socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert up.current_link()[1].socket().getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         up.stop()
     assert_exactly_once(collector_db, cfg.journal.path)
     # a command sent while the kiosk is away waits in its persistent session and is answered on return

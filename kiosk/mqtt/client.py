@@ -7,10 +7,14 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from kiosk.config import Config
 from kiosk.errors import KioskError
+from kiosk.ports import MqttClient
+
+if TYPE_CHECKING:
+    import paho.mqtt.client as mqtt
 
 SESSION_EXPIRY_S = 14 * 86400     # MQTT 5: the broker keeps a persistent session (queued messages) this long
 
@@ -19,14 +23,17 @@ def default_client_id(cfg: Config) -> str:
     return cfg.mqtt.client_id or f"kiosk-{cfg.site.id}-{cfg.site.device}"
 
 
-def make_client(cfg: Config, *, client_id: str | None = None, clean: bool = False, auto_reconnect: bool = False):
+def make_client(cfg: Config, *, client_id: str | None = None, clean: bool = False,
+                auto_reconnect: bool = False) -> mqtt.Client:
     """A paho 2.x client with the configured protocol, credentials and TLS (not connected).
 
-    auto_reconnect: let paho's loop reconnect by itself (consumers); the kiosk's uplink runs its own loop."""
+    auto_reconnect: let paho's loop reconnect by itself (consumers); the kiosk's uplink runs its own loop.
+    The uplink's default client factory (see `kiosk.ports.MqttClient` for what it uses)."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     v5 = cfg.mqtt.protocol == "5"
-    kwargs: dict[str, Any] = {"callback_api_version": mqtt.CallbackAPIVersion.VERSION2,
+    kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2,
                               "client_id": client_id or default_client_id(cfg),
                               "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
                               "reconnect_on_failure": auto_reconnect}
@@ -36,19 +43,23 @@ def make_client(cfg: Config, *, client_id: str | None = None, clean: bool = Fals
     if cfg.mqtt.username:
         client.username_pw_set(cfg.mqtt.username, cfg.mqtt.password or None)
     if auto_reconnect:
-        client.reconnect_delay_set(cfg.mqtt.reconnect_min_seconds, cfg.mqtt.reconnect_max_seconds)
+        # paho annotates whole seconds but computes its delays in float seconds
+        client.reconnect_delay_set(cfg.mqtt.reconnect_min_seconds, cfg.mqtt.reconnect_max_seconds)  # type: ignore[arg-type]
     if cfg.mqtt.tls:
         client.tls_set(ca_certs=_opt(cfg.mqtt.ca_file), certfile=_opt(cfg.mqtt.cert_file),
                        keyfile=_opt(cfg.mqtt.key_file))
     return client
 
 
-def tcp_nodelay(client) -> None:
+def tcp_nodelay(client: MqttClient) -> None:
     """Send small packets (PUBLISH, PUBACK) at once. paho leaves Nagle's algorithm on, which paces a QoS 1
     window at the peer's delayed-ACK timer (measured: ~40 ms per window, 470 events/s instead of thousands)."""
+    sock = client.socket()
+    if not isinstance(sock, socket.socket):  # no socket any more (or an in-memory test client)
+        return
     try:
-        client.socket().setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):  # no socket any more, or not a TCP one
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:  # not a TCP socket
         pass
 
 
@@ -59,12 +70,12 @@ def connect_kwargs(cfg: Config, *, clean: bool = False) -> dict[str, Any]:
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 0 if clean else SESSION_EXPIRY_S
     return {"clean_start": clean, "properties": props}
 
 
-def _opt(path) -> str | None:
+def _opt(path: str) -> str | None:
     return str(path) if path else None
 
 
@@ -86,11 +97,11 @@ def describe_error(exc: BaseException, tls: bool = False) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def refused(reason_code) -> str:
+def refused(reason_code: object) -> str:
     return f"broker refused the connection: {reason_code} (check mqtt.username, mqtt.password and the broker's ACL)"
 
 
-def connect_or_explain(cfg: Config, client, *, timeout: float, who: str = "kiosk",
+def connect_or_explain(cfg: Config, client: MqttClient, *, timeout: float, who: str = "kiosk",
                        on_connected: Callable[[Any], None] | None = None, clean: bool = False) -> None:
     """Connect `client`, start its network loop and wait for the CONNACK; KioskError naming the fix otherwise.
 
@@ -99,7 +110,7 @@ def connect_or_explain(cfg: Config, client, *, timeout: float, who: str = "kiosk
     outcome: dict[str, Any] = {}
     answered = threading.Event()
 
-    def on_connect(client, userdata, flags, reason_code, properties=None) -> None:
+    def on_connect(client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None) -> None:
         try:
             outcome["rc"] = reason_code
             if not reason_code.is_failure:
@@ -127,7 +138,7 @@ def connect_or_explain(cfg: Config, client, *, timeout: float, who: str = "kiosk
         raise KioskError(f"{who}: {refused(outcome['rc'])}")
 
 
-def close(client) -> None:
+def close(client: MqttClient) -> None:
     """Disconnect and stop the network loop; never raises."""
     try:
         client.disconnect()

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+import traceback
+from typing import Any, Callable, Mapping, TypeVar
 
 from kiosk.errors import DataError
 
@@ -18,11 +19,12 @@ MAX_COMMAND_BYTES = 4 * 1024 * 1024
 MAX_ACK_IDS = 10_000
 MAX_CORRELATION_ID = 128
 
-Handler = Callable[[dict], dict]
+D = TypeVar("D")
+Command = Callable[[dict[str, Any], D], dict[str, Any]]   # (payload, dependencies) -> result
 
 
-def execute(name: str, payload: bytes, handlers: dict[str, Handler]) -> dict[str, Any]:
-    """Run one command through its handler; the answer to publish (`ok`, `error`, `result`, `id`)."""
+def execute(name: str, payload: bytes, handlers: Mapping[str, Command[D]], deps: D) -> dict[str, Any]:
+    """Run one command through its handler with `deps`; the answer to publish (`ok`, `error`, `result`, `id`)."""
     answer: dict[str, Any] = {"v": 1, "ok": False, "error": None, "result": None}
     if len(payload) > MAX_COMMAND_BYTES:
         answer["error"] = f"command too large ({len(payload)} bytes, limit {MAX_COMMAND_BYTES})"
@@ -42,11 +44,13 @@ def execute(name: str, payload: bytes, handlers: dict[str, Handler]) -> dict[str
         answer["error"] = f"unknown command {name!r} (known: {', '.join(sorted(handlers))})"
         return answer
     try:
-        answer.update(ok=True, result=handler(body))
+        answer.update(ok=True, result=handler(body, deps))
     except (DataError, ValueError, TypeError) as exc:
         answer["error"] = str(exc)
-    except Exception as exc:  # a handler bug must not stop the kiosk; nothing is logged from the payload
-        log.exception("downlink command %s failed", name)
+    except Exception as exc:  # a handler bug must not stop the kiosk
+        # The exception's text may quote the payload (personal data): log only its type and where it came from.
+        where = "; ".join(f"{f.filename}:{f.lineno} in {f.name}" for f in traceback.extract_tb(exc.__traceback__))
+        log.error("downlink command %s failed with %s (%s)", name, type(exc).__name__, where)
         answer["error"] = f"internal error: {type(exc).__name__}"
     log.info("downlink command %s %s", name, "applied" if answer["ok"] else "rejected")
     return answer

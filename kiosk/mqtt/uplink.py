@@ -1,11 +1,15 @@
 """MQTT uplink: drains the journal's outbox to the broker, at least once, end to end.
 
 Three threads, one concern each:
-- the connection thread (ours) connects with backoff and jitter, one fresh paho client per connection;
-- paho's network thread runs the callbacks, which only put events on queues (never the database, never raise);
-- the worker thread owns the Outbox connection: it publishes in seq order with a bounded window of QoS 1
-  messages in flight, records PUBACKs and consumer acks, enforces the outbox bound and sends telemetry.
-Downlink commands are queued here and executed on the caller's thread by `run_pending_commands`.
+- the connection thread connects with backoff and jitter, one fresh client per connection, built by the
+  client factory (paho by default; `kiosk.ports.MqttClient` is what is used of it);
+- the client's network thread runs the callbacks, which only put events on queues (never the database,
+  never raise);
+- the worker thread owns the Outbox connection and runs the `Drain`.
+The connection and worker threads are supervised: one that raises is restarted with backoff and raises the
+`uplink_stopped` alarm until it works again. Downlink commands are queued here and executed on the app
+thread by `run_pending_commands`; what the app reports in telemetry comes from the snapshot it hands over
+with `set_app_snapshot` (so no uplink thread touches the roster or trust stores).
 """
 from __future__ import annotations
 
@@ -16,117 +20,154 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, TypeVar
 
 from kiosk import __version__
 from kiosk.config import Config
-from kiosk.errors import StorageError
 from kiosk.mqtt.backoff import backoff_delay
 from kiosk.mqtt.client import connect_kwargs, describe_error, make_client, refused, tcp_nodelay
-from kiosk.mqtt.downlink import Handler, execute
-from kiosk.mqtt.drain import Drain, iso
+from kiosk.mqtt.downlink import Command, execute
+from kiosk.mqtt.drain import Drain
+from kiosk.mqtt.supervisor import Supervised
 from kiosk.mqtt.topics import Topics
+from kiosk.ports import MqttClient
 from kiosk.stores.outbox import Outbox
+from kiosk.timeparse import iso_utc
 
 log = logging.getLogger("kiosk.mqtt.uplink")
 
 MAX_QUEUED_COMMANDS = 100
 STABLE_CONNECTION_S = 10.0        # a connection that lasted this long resets the backoff
+EVENT_WAIT_S = 0.5                # longest the worker waits for an event before its periodic work
+STOPPED = "uplink_stopped"
+OWN_ALARMS = frozenset({"mqtt_offline", "outbox_full", STOPPED})   # the uplink's; the app's snapshot may lag
+
+D = TypeVar("D")
+ClientFactory = Callable[[Config], MqttClient]
 
 
 @dataclass
 class _Link:
-    """One connection attempt: paho's callbacks get it as userdata."""
+    """One connection attempt: the client's callbacks get it as userdata."""
     gen: int
+    client: MqttClient | None = None
     settled: threading.Event = field(default_factory=threading.Event)   # CONNACK came, or the link ended
     closed: threading.Event = field(default_factory=threading.Event)
+    ended: threading.Event = field(default_factory=threading.Event)     # closed, or stop() ends it
     error: str | None = None
     online_at: float | None = None
 
 
 # ---------------------------------------------------------------- the uplink
 class Uplink:
-    def __init__(self, cfg: Config, journal_path: str | Path, *,
-                 telemetry_source: Callable[[], dict] | None = None, clock: Callable[[], float] = time.time):
+    def __init__(self, cfg: Config, journal_path: str | Path, *, client_factory: ClientFactory = make_client,
+                 wall: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.journal_path = Path(journal_path)
         self.topics = Topics.of(cfg)
-        self.telemetry_source = telemetry_source
-        self.clock = clock
-        self._events: queue.Queue = queue.Queue()           # network thread -> worker
-        self._commands: queue.Queue = queue.Queue(MAX_QUEUED_COMMANDS)  # network thread -> app thread
+        self.client_factory = client_factory
+        self.wall = wall
+        self.monotonic = monotonic
+        self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()          # network thread -> worker
+        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_COMMANDS)  # -> app thread
         self._stopping = threading.Event()
-        self._drained = threading.Event()
-        self._lock = threading.Lock()                        # guards _client
-        self._client = None
+        self.drained = threading.Event()
+        self._lock = threading.Lock()    # guards _current, _announced and the order of status messages
+        self._current: _Link | None = None     # the connection whose CONNACK came
+        self._attempt: _Link | None = None     # the connection thread's current attempt
+        self._gen = 0                          # connection number, never reused (PUBACKs carry it)
         self._online = False
-        self._since = clock()
-        self._last_error: str | None = None
+        self._since = wall()
+        self.last_error: str | None = None
         self._logged_offline: str | None = None
         self._attempts = 0              # failed connection attempts since the last stable connection
         self._retry_delay = 0.0         # the backoff before the next attempt
-        self._outbox_alarm = False
-        self._started_at = clock()
+        self.outbox_alarm = False
+        self._announced: list[str] | None = None   # alarms in the last retained status
+        self._app: Mapping[str, Any] = MappingProxyType({})
+        self.started_at = wall()
         self.counters = {"published": 0, "confirmed": 0, "resent": 0, "dropped": 0, "reconnects": 0,
                          "commands": 0, "commands_rejected": 0}
-        self._threads: list[threading.Thread] = []
+        self._workers: list[Supervised] = []
 
     # -------------------------------------------------------------- public
     def start(self) -> None:
         self._stopping.clear()
-        self._started_at = self.clock()
-        self._threads = [threading.Thread(target=self._work, name="uplink-worker", daemon=True),
-                         threading.Thread(target=self._connect_loop, name="uplink-connect", daemon=True)]
-        for t in self._threads:
-            t.start()
+        self.events = queue.Queue()     # nothing left from an earlier run (its "stop")
+        self.started_at = self.wall()
+
+        def delay(failures: int) -> float:
+            return backoff_delay(failures, self.cfg.mqtt.reconnect_min_seconds, self.cfg.mqtt.reconnect_max_seconds)
+
+        common: dict[str, Any] = {"stopping": self._stopping, "delay": delay, "on_change": self._worker_changed}
+        self._workers = [Supervised("uplink-worker", self.run_worker, **common),
+                         Supervised("uplink-connect", self.run_connection, on_failure=self._abandon_attempt,
+                                    **common)]
+        for worker in self._workers:
+            worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop publishing, announce offline (retained) and disconnect. Unacknowledged rows stay pending."""
         self._stopping.set()
-        self._events.put(("stop",))
-        for t in self._threads:
-            t.join(timeout)
-        self._threads = []
+        attempt = self._attempt
+        if attempt is not None:          # wake the connection thread now
+            attempt.ended.set()
+            attempt.settled.set()
+        self.events.put(("stop",))
+        for worker in self._workers:
+            worker.join(timeout)
 
     def notify(self) -> None:
         """A journal row was added: wake the worker. Never blocks."""
-        self._drained.clear()
-        self._events.put(("wake",))
+        self.drained.clear()
+        self.events.put(("wake",))
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until nothing is pending (every event PUBACKed). Gives up early while the broker is unreachable."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self._drained.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
+            if self.drained.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
                 return True
-            if not self._online and self._attempts > 0 and self._last_error:
+            if not self._online and self._attempts > 0 and self.last_error:
                 return False
-        return self._drained.is_set()
+        return self.drained.is_set()
+
+    def set_app_snapshot(self, snapshot: Mapping[str, Any]) -> None:
+        """The app thread's latest counters and alarms for telemetry and the retained status. Replaced whole
+        (one reference swap), read-only: the uplink threads never call back into the app."""
+        self._app = MappingProxyType(dict(snapshot))
 
     @property
-    def state(self) -> dict:
-        return {"state": "online" if self._online else "offline", "since": iso(self._since),
-                "last_error": self._last_error, "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
+    def app_snapshot(self) -> Mapping[str, Any]:
+        return self._app
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return {"state": "online" if self._online else "offline", "since": iso_utc(self._since),
+                "last_error": self.last_error, "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
                 "attempts": self._attempts, "retry_delay_s": round(self._retry_delay, 2)}
 
     def alarms(self) -> list[str]:
         out = []
         if not self._online:
             out.append("mqtt_offline")
-        if self._outbox_alarm:
+        if self.outbox_alarm:
             out.append("outbox_full")
+        if any(worker.down for worker in self._workers):
+            out.append(STOPPED)
         return out
 
-    def status(self) -> dict:
+    def status(self) -> dict[str, Any]:
         """State, counters and the outbox's counts (read on the caller's own connection)."""
-        outbox = self._open_outbox()
+        outbox = self.open_outbox()
         try:
             box = outbox.status()
         finally:
             outbox.close()
-        return {**self.state, **self.counters, "outbox": box}
+        return {**self.state, **self.counters, "worker_restarts": self.worker_restarts, "outbox": box}
 
-    def run_pending_commands(self, handlers: dict[str, Handler], limit: int = 20) -> int:
+    def run_pending_commands(self, handlers: Mapping[str, Command[D]], deps: D, limit: int = 20) -> int:
         """Execute queued downlink commands on the calling thread; answer each on .../cmd/{name}/result."""
         done = 0
         while done < limit:
@@ -135,38 +176,86 @@ class Uplink:
             except queue.Empty:
                 break
             done += 1
-            answer = execute(name, payload, {"ping": self._ping, **handlers})
+            answer = execute(name, payload, handlers, deps)
             self.counters["commands"] += 1
             if not answer["ok"]:
                 self.counters["commands_rejected"] += 1
-            self._publish(self.topics.result(name), answer, qos=1)
+            self.publish(self.topics.result(name), answer, qos=1)
         return done
 
-    # -------------------------------------------------------------- commands
-    def _ping(self, body: dict) -> dict:
-        return {"pong": True, "version": __version__, "ts": iso(self.clock()), **self.state}
+    def current_link(self) -> tuple[int, MqttClient] | None:
+        """(connection number, client) of the connection whose CONNACK came, None while offline."""
+        with self._lock:
+            link = self._current
+        return None if link is None or link.client is None else (link.gen, link.client)
 
-    # -------------------------------------------------------------- paho callbacks (network thread)
-    def _on_connect(self, client, link: _Link, flags, reason_code, properties=None) -> None:
+    @property
+    def worker_restarts(self) -> int:
+        return sum(worker.restarts for worker in self._workers)
+
+    def publish(self, topic: str, body: Mapping[str, Any], qos: int, retain: bool = False) -> bool:
+        """Publish on the current connection (any thread); False while offline."""
+        link = self.current_link()
+        if link is None:
+            return False
+        return link[1].publish(topic, json.dumps(body, ensure_ascii=False), qos=qos, retain=retain).rc == 0
+
+    def announce(self) -> None:
+        """Publish the retained status again when the kiosk's alarms changed since the last one (any thread)."""
+        alarms = self._status_alarms()
+        with self._lock:
+            link = self._current
+            if link is None or link.client is None or alarms == self._announced:
+                return
+            self._announced = alarms
+            link.client.publish(self.topics.status, self._status_body(alarms, link), qos=1, retain=True)
+
+    # -------------------------------------------------------------- status
+    def _status_alarms(self) -> list[str]:
+        """The kiosk's alarms as the retained status carries them: the app's (from its last snapshot) and the
+        uplink's own as they are now (not `mqtt_offline`: the status says online)."""
+        app = set(self._app.get("alarms", ())) - OWN_ALARMS
+        return sorted(app | (set(self.alarms()) - {"mqtt_offline"}))
+
+    def _status_body(self, alarms: list[str], link: _Link) -> str:
+        return json.dumps({"v": 1, "state": "online", "site": self.cfg.site.id, "device": self.cfg.site.device,
+                           "version": __version__, "since": iso_utc(link.online_at or self.wall()),
+                           "alarms": alarms})
+
+    def _offline_body(self, reason: str) -> str:
+        return json.dumps({"v": 1, "state": "offline", "site": self.cfg.site.id, "device": self.cfg.site.device,
+                           "reason": reason, "since": iso_utc(self.wall())})
+
+    def _worker_changed(self) -> None:
+        """A worker died or works again: the alarm is on the screen at the app's next loop, in telemetry, and
+        in the retained status now (published from the supervisor's thread while the link is up)."""
+        self.announce()
+
+    # -------------------------------------------------------------- client callbacks (network thread)
+    def _on_connect(self, client: Any, link: _Link, flags: Any, reason_code: Any, properties: Any = None) -> None:
         try:
             if reason_code.is_failure:
                 link.error = refused(reason_code)
                 link.closed.set()
+                link.ended.set()
                 link.settled.set()
                 return
-            tcp_nodelay(client)
-            client.subscribe(self.topics.subscriptions)
-            now = self.clock()
-            client.publish(self.topics.status, json.dumps(
-                {"v": 1, "state": "online", "site": self.cfg.site.id, "device": self.cfg.site.device,
-                 "version": __version__, "since": iso(now)}), qos=1, retain=True)
-            link.online_at = now
-            self._events.put(("connected", link.gen, client))
+            mine = link.client     # the factory's object (a wrapper, in tests), not paho's own `client`
+            assert mine is not None
+            tcp_nodelay(mine)
+            mine.subscribe(self.topics.subscriptions)
+            link.online_at = self.wall()
+            alarms = self._status_alarms()
+            with self._lock:   # the worker sees the connection as an event and, if it restarts, here
+                self._current = link
+                self._announced = alarms
+                mine.publish(self.topics.status, self._status_body(alarms, link), qos=1, retain=True)
+                self.events.put(("connected", link.gen, mine))
             link.settled.set()
-        except Exception:  # callbacks never raise into paho
+        except Exception:  # callbacks never raise into the client's loop
             log.debug("on_connect failed", exc_info=True)
 
-    def _on_disconnect(self, client, link: _Link, flags, reason_code, properties=None) -> None:
+    def _on_disconnect(self, client: Any, link: _Link, flags: Any, reason_code: Any, properties: Any = None) -> None:
         try:
             if link.error is None and link.online_at is None:
                 link.error = (f"the broker closed the connection before accepting it ({reason_code}); "
@@ -175,21 +264,22 @@ class Uplink:
             elif link.error is None:
                 link.error = f"connection lost ({reason_code})"
             link.closed.set()
+            link.ended.set()
             link.settled.set()   # a link closed before its CONNACK must not be waited for until keepalive
         except Exception:
             pass
 
-    def _on_publish(self, client, link: _Link, mid, reason_code=None, properties=None) -> None:
+    def _on_publish(self, client: Any, link: _Link, mid: int, reason_code: Any = None, properties: Any = None) -> None:
         try:
             failed = reason_code is not None and getattr(reason_code, "is_failure", False)
-            self._events.put(("nack" if failed else "puback", link.gen, mid))
+            self.events.put(("nack" if failed else "puback", link.gen, mid))
         except Exception:
             pass
 
-    def _on_message(self, client, link: _Link, message) -> None:
+    def _on_message(self, client: Any, link: _Link, message: Any) -> None:
         try:
             if message.topic == self.topics.ack:
-                self._events.put(("ack", bytes(message.payload)))
+                self.events.put(("ack", bytes(message.payload)))
                 return
             name = self.topics.command_name(message.topic)
             if name:
@@ -200,109 +290,110 @@ class Uplink:
             log.debug("on_message failed", exc_info=True)
 
     # -------------------------------------------------------------- connection thread
-    def _connect_loop(self) -> None:
-        gen = 0
+    def run_connection(self, working: Callable[[], None] = lambda: None) -> None:
+        """The connection thread's body: connect, stay until the link ends, back off, again; until stop()."""
         while not self._stopping.is_set():
-            gen += 1
-            link = _Link(gen)
-            client = None
+            self._gen += 1
+            link = self._attempt = _Link(self._gen)
+            if self._stopping.is_set():      # stop() came before it could see this attempt
+                break
             try:
-                client = self._new_client(link)
-                client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive,
-                               **connect_kwargs(self.cfg))
-                client.loop_start()
+                link.client = self._new_client(link)
+                link.client.connect(self.cfg.mqtt.host, self.cfg.mqtt.port, keepalive=self.cfg.mqtt.keepalive,
+                                    **connect_kwargs(self.cfg))
+                link.client.loop_start()
+                started = True
             except Exception as exc:  # OSError, ssl.SSLError, ValueError from a bad TLS file, ...
                 link.error = describe_error(exc, self.cfg.mqtt.tls)
-                client = None
-            if client is not None:
+                started = False
+            if started:
                 if not link.settled.wait(self.cfg.mqtt.keepalive) and link.error is None:
                     link.error = "no CONNACK from the broker (TLS port without mqtt.tls?)"
                 if link.online_at is not None:
-                    self._went_online(client)
-                    while not (link.closed.wait(0.5) or self._stopping.is_set()):
+                    self._went_online()
+                    working()
+                    while not (link.ended.wait(1.0) or self._stopping.is_set()):
                         pass
-                self._close(client, link)
-            self._events.put(("disconnected", gen))
+                self._close(link, "stopped" if self._stopping.is_set() else None)
+            self._attempt = None
+            self.events.put(("disconnected", link.gen))
+            working()
             if self._stopping.is_set():
                 break
             self._went_offline(link.error or "disconnected")
-            if link.online_at is not None and self.clock() - link.online_at >= STABLE_CONNECTION_S:
+            if link.online_at is not None and self.wall() - link.online_at >= STABLE_CONNECTION_S:
                 self._attempts = 0
             self._attempts += 1
             self._retry_delay = backoff_delay(self._attempts, self.cfg.mqtt.reconnect_min_seconds,
                                               self.cfg.mqtt.reconnect_max_seconds)
             self._stopping.wait(self._retry_delay)
 
-    def _new_client(self, link: _Link):
-        client = make_client(self.cfg)
+    def _abandon_attempt(self) -> None:
+        """The connection thread died: close the client it left and tell the worker the link is gone."""
+        link, self._attempt = self._attempt, None
+        if link is not None:
+            self._close(link, "restarting")
+            self.events.put(("disconnected", link.gen))
+        self._went_offline("the connection thread failed and is restarting")
+
+    def _new_client(self, link: _Link) -> MqttClient:
+        client = self.client_factory(self.cfg)
         client.user_data_set(link)
         client.max_inflight_messages_set(self.cfg.mqtt.max_inflight + 10)  # + status, telemetry, results
-        client.max_queued_messages_set(0)
-        client.will_set(self.topics.status, json.dumps(
-            {"v": 1, "state": "offline", "site": self.cfg.site.id, "device": self.cfg.site.device,
-             "reason": "connection lost"}), qos=1, retain=True)
+        client.will_set(self.topics.status, self._offline_body("connection lost"), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
         return client
 
-    def _close(self, client, link: _Link) -> None:
+    def _close(self, link: _Link, reason: str | None) -> None:
+        """Disconnect and stop the client; with a reason, the retained status says offline first."""
         with self._lock:
-            self._client = None
+            if self._current is link:
+                self._current = None
         self._online = False
+        client = link.client
+        if client is None:
+            return
         try:
-            if self._stopping.is_set() and not link.closed.is_set():
-                info = client.publish(self.topics.status, json.dumps(
-                    {"v": 1, "state": "offline", "site": self.cfg.site.id, "device": self.cfg.site.device,
-                     "reason": "stopped", "since": iso(self.clock())}), qos=1, retain=True)
-                info.wait_for_publish(2.0)
+            if reason is not None and link.online_at is not None and not link.closed.is_set():
+                client.publish(self.topics.status, self._offline_body(reason), qos=1,
+                               retain=True).wait_for_publish(2.0)
             client.disconnect()
             client.loop_stop()
         except Exception:
             log.debug("closing the MQTT client failed", exc_info=True)
 
-    def _went_online(self, client) -> None:
-        with self._lock:
-            self._client = client
+    def _went_online(self) -> None:
         self._online = True
-        self._since = self.clock()
+        self._since = self.wall()
         self._logged_offline = None
         self.counters["reconnects"] += 1
         log.info("MQTT online: %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
 
     def _went_offline(self, reason: str) -> None:
         if self._online:
-            self._since = self.clock()
+            self._since = self.wall()
         self._online = False
-        self._last_error = reason
+        self.last_error = reason
         if reason != self._logged_offline:
             log.warning("MQTT offline: %s", reason)
             self._logged_offline = reason
 
-    def _publish(self, topic: str, body: dict, qos: int) -> bool:
-        with self._lock:
-            client = self._client
-        if client is None:
-            return False
-        return client.publish(topic, json.dumps(body, ensure_ascii=False), qos=qos).rc == 0
-
     # -------------------------------------------------------------- worker thread
-    def _open_outbox(self) -> Outbox:
+    def open_outbox(self) -> Outbox:
         return Outbox(self.journal_path, max_rows=self.cfg.mqtt.outbox_max_rows,
                       full_policy=self.cfg.mqtt.outbox_full_policy, final_on_puback=not self.cfg.mqtt.confirm,
-                      wall=self.clock)
+                      wall=self.wall)
 
-    def _work(self) -> None:
+    def run_worker(self, working: Callable[[], None] = lambda: None) -> None:
+        """The worker thread's body: the drain, on the thread's own Outbox connection, until stop().
+        A StorageError opening the outbox, or anything the drain does not handle, is the supervisor's."""
+        outbox = self.open_outbox()
         try:
-            outbox = self._open_outbox()
-        except StorageError as exc:
-            self._last_error = str(exc)
-            log.error("uplink cannot start: %s", exc)
-            return
-        try:
-            Drain(self, outbox).run()
-        except Exception:
-            log.exception("uplink worker stopped")
+            drain = Drain(self, outbox)
+            while drain.step(EVENT_WAIT_S):
+                working()
         finally:
             outbox.close()
