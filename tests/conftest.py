@@ -154,6 +154,15 @@ def broker(broker_factory) -> Broker:
     return broker_factory().start()
 
 
+@pytest.fixture
+def uplinks():
+    """Uplinks a test made (append them): stopped at its end."""
+    made = []
+    yield made
+    for up in made:
+        up.stop()
+
+
 # ---------------------------------------------------------------- configuration and journal helpers
 def kiosk_config(tmp_path: Path, port: int, *, device: str = "d1", site: str = "s1", **mqtt):
     from kiosk import config

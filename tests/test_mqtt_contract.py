@@ -230,13 +230,18 @@ def test_a_retained_message_reaches_a_later_subscriber_flagged_retained(world):
     assert (message.payload, message.retain) == (b"offline", True)
 
 
-def test_a_clean_disconnect_is_not_a_failure_and_sends_no_will(world):
-    _, watch = subscribed(world, "contract/will/#")
+def connected_with_will(world, topic, payload, retain):
     client = world.client()
-    client.will_set("contract/will/a", "gone", qos=1, retain=False)
+    client.will_set(topic, payload, qos=1, retain=retain)
     rec = Recorder(client)
     world.connect(client)
     rec.next("connect")
+    return client, rec
+
+
+def test_a_clean_disconnect_is_not_a_failure_and_sends_no_will(world):
+    _, watch = subscribed(world, "contract/will/#")
+    client, rec = connected_with_will(world, "contract/will/a", "gone", retain=False)
     assert client.disconnect() == 0
     (_, flags, reason, _), _ = rec.next("disconnect")
     assert not reason.is_failure
@@ -248,11 +253,7 @@ def test_a_clean_disconnect_is_not_a_failure_and_sends_no_will(world):
 
 def test_an_abrupt_close_is_a_failure_and_the_broker_sends_the_will(world):
     _, watch = subscribed(world, "contract/will/#")
-    client = world.client()
-    client.will_set("contract/will/b", '{"state": "offline"}', qos=1, retain=True)
-    rec = Recorder(client)
-    world.connect(client)
-    rec.next("connect")
+    client, rec = connected_with_will(world, "contract/will/b", '{"state": "offline"}', retain=True)
     world.sever(client)
     (_, flags, reason, _), _ = rec.next("disconnect")
     assert reason.is_failure

@@ -7,13 +7,13 @@ import pytest
 
 from conftest import assert_exactly_once, fill_journal, journal_states, kiosk_config, running_collector, wait_for
 from fakes import QueueReader
+from kiosk import remote
 from kiosk.errors import DataError
 from kiosk.stores.journal import Journal
 from kiosk.model import GREEN, Decision
 from kiosk.mqtt.backoff import backoff_delay
 from kiosk.mqtt.downlink import parse_ack
 from kiosk.mqtt.uplink import Uplink
-from kiosk import remote
 
 PREFIX = "kiosk/s1/d1"
 

@@ -54,14 +54,6 @@ def progressed(cfg, at_least):
     return check
 
 
-@pytest.fixture
-def uplinks():
-    made = []
-    yield made
-    for up in made:
-        up.stop()
-
-
 def test_broker_down_when_the_kiosk_starts(tmp_path, broker_factory, uplinks):
     broker = broker_factory()
     cfg = kiosk_config(tmp_path, broker.port, resend_after_seconds=RESEND)

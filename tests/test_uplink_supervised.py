@@ -6,19 +6,18 @@ roster or trust stores.
 """
 from __future__ import annotations
 
-import logging
 import threading
 
-import pytest
 from luma.core.device import dummy
 
-from conftest import (QueueReader, assert_exactly_once, collected_ids, fill_journal, journal_states, kiosk_config,
+from conftest import (assert_exactly_once, collected_ids, fill_journal, journal_states, kiosk_config,
                       running_collector, wait_for)
 from drivers.display_luma import LumaDisplay
-from fakes import FakeBroker, Faults
+from fakes import FakeBroker, Faults, QueueReader
 from kiosk import config
 from kiosk.mqtt.client import make_client
 from kiosk.mqtt.uplink import Uplink
+from kiosk.i18n import STRINGS
 from kiosk.screens import IdleView, render
 
 PREFIX = "kiosk/s1/d1"
@@ -29,14 +28,6 @@ TIMEOUT = 30.0
 def statuses(broker):
     """The retained status messages the kiosk published, as (state, alarms or reason)."""
     return [(b["state"], b.get("alarms", b.get("reason"))) for b in (m.json() for m in broker.messages(STATUS))]
-
-
-@pytest.fixture
-def uplinks():
-    made = []
-    yield made
-    for up in made:
-        up.stop()
 
 
 def test_a_dying_worker_raises_the_alarm_is_restarted_and_every_event_is_delivered(tmp_path, uplinks, caplog):
@@ -149,6 +140,11 @@ class RunningApp:
         self.app.stop()
         self.thread.join(TIMEOUT)
         assert not self.thread.is_alive() and self.made["result"].stopped_because == "stopped"
+
+
+def test_the_alarm_has_a_screen_text_in_both_languages():
+    assert STRINGS["vi"]["uplink_stopped"] == "Lỗi bộ gửi dữ liệu"
+    assert STRINGS["en"]["uplink_stopped"] == "Uplink stopped"
 
 
 def test_the_alarm_is_on_the_screen_while_the_worker_keeps_dying_and_clears_once_it_works(tmp_path):

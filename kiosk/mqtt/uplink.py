@@ -100,7 +100,9 @@ class Uplink:
         def delay(failures: int) -> float:
             return backoff_delay(failures, self.cfg.mqtt.reconnect_min_seconds, self.cfg.mqtt.reconnect_max_seconds)
 
-        common: dict[str, Any] = {"stopping": self._stopping, "delay": delay, "on_change": self._worker_changed}
+        # on_change: a worker died or works again; the retained status says so now (published from the
+        # supervisor's thread while the link is up), the screen at the app's next loop, telemetry next time
+        common: dict[str, Any] = {"stopping": self._stopping, "delay": delay, "on_change": self.announce}
         self._workers = [Supervised("uplink-worker", self.run_worker, **common),
                          Supervised("uplink-connect", self.run_connection, on_failure=self._abandon_attempt,
                                     **common)]
@@ -225,11 +227,6 @@ class Uplink:
     def _offline_body(self, reason: str) -> str:
         return json.dumps({"v": 1, "state": "offline", "site": self.cfg.site.id, "device": self.cfg.site.device,
                            "reason": reason, "since": iso_utc(self.wall())})
-
-    def _worker_changed(self) -> None:
-        """A worker died or works again: the alarm is on the screen at the app's next loop, in telemetry, and
-        in the retained status now (published from the supervisor's thread while the link is up)."""
-        self.announce()
 
     # -------------------------------------------------------------- client callbacks (network thread)
     def _on_connect(self, client: Any, link: _Link, flags: Any, reason_code: Any, properties: Any = None) -> None:
