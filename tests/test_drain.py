@@ -16,6 +16,7 @@ from conftest import fill_journal, journal_states, kiosk_config
 from fakes import FakeBroker, ManualTime
 from kiosk.mqtt.drain import Drain
 from kiosk.mqtt.uplink import Uplink
+from kiosk.timeparse import iso_utc
 
 CHECKINS = "kiosk/s1/d1/checkin"
 TIMEOUT = 10.0
@@ -180,3 +181,16 @@ def test_the_outbox_bound_drops_by_policy_and_raises_the_alarm_until_there_is_ro
     h.step()
     assert h.up.alarms() == []                                # ... which finds room again
     assert sorted(h.sent()) == sorted(i for i, seq in zip(h.ids, range(1, 151)) if seq not in dropped_seqs)
+
+
+def test_the_state_says_since_when_the_link_is_up_or_down(harness):
+    h = harness(1, confirm=False)
+    h.start().online()
+    assert h.up.state["state"] == "online" and h.up.state["since"] == iso_utc(h.time.wall())
+    h.time.advance(60)
+    h.broker.up = False
+    h.broker.sever(h.drain.client)
+    h.step_until(lambda: h.up.state["last_error"] is not None, "the link to go down")
+    assert h.up.state["state"] == "offline" and h.up.state["since"] == iso_utc(h.time.wall())
+    assert h.up.state["last_error"].startswith(("connection lost", "connection refused"))   # then retried
+    assert "mqtt_offline" in h.up.alarms()

@@ -77,7 +77,7 @@ class Uplink:
         self._current: _Link | None = None     # the connection whose CONNACK came
         self._attempt: _Link | None = None     # the connection thread's current attempt
         self._gen = 0                          # connection number, never reused (PUBACKs carry it)
-        self._online = False
+        self._was_online = False               # for the log and `since`: online is `_current is not None`
         self._since = wall()
         self.last_error: str | None = None
         self._logged_offline: str | None = None
@@ -131,7 +131,7 @@ class Uplink:
         while time.monotonic() < deadline:
             if self.drained.wait(min(0.1, max(0.0, deadline - time.monotonic()))):
                 return True
-            if not self._online and self._attempts > 0 and self.last_error:
+            if not self.online and self._attempts > 0 and self.last_error:
                 return False
         return self.drained.is_set()
 
@@ -145,14 +145,19 @@ class Uplink:
         return self._app
 
     @property
+    def online(self) -> bool:
+        """The broker accepted the current connection (its CONNACK came) and it has not ended."""
+        return self._current is not None
+
+    @property
     def state(self) -> dict[str, Any]:
-        return {"state": "online" if self._online else "offline", "since": iso_utc(self._since),
+        return {"state": "online" if self.online else "offline", "since": iso_utc(self._since),
                 "last_error": self.last_error, "broker": f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}",
                 "attempts": self._attempts, "retry_delay_s": round(self._retry_delay, 2)}
 
     def alarms(self) -> list[str]:
         out = []
-        if not self._online:
+        if not self.online:
             out.append("mqtt_offline")
         if self.outbox_alarm:
             out.append("outbox_full")
@@ -245,6 +250,7 @@ class Uplink:
             alarms = self._status_alarms()
             with self._lock:   # the worker sees the connection as an event and, if it restarts, here
                 self._current = link
+                self._since = link.online_at
                 self._announced = alarms
                 mine.publish(self.topics.status, self._status_body(alarms, link), qos=1, retain=True)
                 self.events.put(("connected", link.gen, mine))
@@ -349,7 +355,6 @@ class Uplink:
         with self._lock:
             if self._current is link:
                 self._current = None
-        self._online = False
         client = link.client
         if client is None:
             return
@@ -363,16 +368,15 @@ class Uplink:
             log.debug("closing the MQTT client failed", exc_info=True)
 
     def _went_online(self) -> None:
-        self._online = True
-        self._since = self.wall()
+        self._was_online = True
         self._logged_offline = None
         self.counters["reconnects"] += 1
         log.info("MQTT online: %s:%s", self.cfg.mqtt.host, self.cfg.mqtt.port)
 
     def _went_offline(self, reason: str) -> None:
-        if self._online:
+        if self._was_online:
             self._since = self.wall()
-        self._online = False
+            self._was_online = False
         self.last_error = reason
         if reason != self._logged_offline:
             log.warning("MQTT offline: %s", reason)
