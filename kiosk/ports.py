@@ -333,7 +333,7 @@ class MqttClient(Protocol):
     """The part of a paho 2.x client (callback API version 2) the uplink uses.
 
     The real adapter is paho itself (`kiosk.mqtt.client.make_client`); `tests/fakes.py` has an in-memory
-    one, and `tests/test_mqtt_contract.py` runs one suite over both. paho calls the callbacks on its
+    one, and `tests/test_contract_mqtt.py` runs one suite over both. paho calls the callbacks on its
     network thread, with the userdata given to `user_data_set` as their second argument:
     on_connect(client, userdata, flags, reason_code, properties), on_disconnect(client, userdata, flags,
     reason_code, properties), on_publish(client, userdata, mid, reason_code, properties) once a QoS 1

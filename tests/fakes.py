@@ -6,7 +6,7 @@ script (a failure at a chosen moment). Where a product part can play the part, t
 product's `kiosk.clock.FixedClock` wherever a Clock is wanted (`ManualTime.clock()` makes one that follows the
 test's time), luma's `dummy` device, the replay camera, gpiozero's MockFactory. The contract tests
 (`tests/test_contract_*.py`) run the camera, decoder, display and reader fakes through the same suite as the
-real adapters of their port; `tests/test_mqtt_contract.py` runs FakeMqttClient (on its in-memory FakeBroker,
+real adapters of their port; `tests/test_contract_mqtt.py` runs FakeMqttClient (on its in-memory FakeBroker,
 firing paho's own callback arguments from a network thread of its own) and paho on a real mosquitto through
 one suite. `FaultyClient` wraps any client to make publishing raise inside the uplink's worker. Fixtures live
 in `conftest.py`.

@@ -73,7 +73,6 @@ class Drain:
                 self._telemetry()
         except StorageError as exc:
             self._storage_failed(exc)
-        self.up.announce()
         return True
 
     def _collect_events(self, wait: float) -> list[tuple[Any, ...]]:
@@ -216,7 +215,9 @@ class Drain:
             log.warning("outbox full (%d queued allowed): %s marked %d events dropped (still in the journal)",
                         self.outbox.max_rows, self.outbox.full_policy, dropped)
         # The alarm means "full now"; what was dropped stays counted in the journal (status, telemetry).
-        self.up.outbox_alarm = self.outbox.full
+        if self.up.outbox_alarm != self.outbox.full:
+            self.up.outbox_alarm = self.outbox.full
+            self.up.announce()
 
     def _telemetry(self) -> None:
         up = self.up

@@ -138,7 +138,10 @@ class Uplink:
     def set_app_snapshot(self, snapshot: Mapping[str, Any]) -> None:
         """The app thread's latest counters and alarms for telemetry and the retained status. Replaced whole
         (one reference swap), read-only: the uplink threads never call back into the app."""
+        changed = snapshot.get("alarms") != self._app.get("alarms")
         self._app = MappingProxyType(dict(snapshot))
+        if changed:
+            self.announce()
 
     @property
     def app_snapshot(self) -> Mapping[str, Any]:
@@ -208,7 +211,8 @@ class Uplink:
         return link[1].publish(topic, json.dumps(body, ensure_ascii=False), qos=qos, retain=retain).rc == 0
 
     def announce(self) -> None:
-        """Publish the retained status again when the kiosk's alarms changed since the last one (any thread)."""
+        """Publish the retained status again when the kiosk's alarms changed since the last one (any thread:
+        the app's when its alarms change, the worker's for a full outbox, a supervisor's for a worker)."""
         alarms = self._status_alarms()
         with self._lock:
             link = self._current
