@@ -360,7 +360,8 @@ class MqttClient(Protocol):
 
     def loop_stop(self) -> int: ...
 
-    def disconnect(self) -> int: ...
+    def disconnect(self) -> int:
+        """Send DISCONNECT (no will); on_disconnect follows. paho's return code races its network thread."""
 
     def socket(self) -> object:
         """The connected socket (None when not connected)."""
