@@ -1,6 +1,8 @@
 """Downlink command handlers (kiosk.remote) on the real App's roster, trust list and site state."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from kiosk import config, remote
@@ -70,8 +72,7 @@ def test_trust_command_rejects_bad_entries(app):
 
 
 def test_ping_answers_with_the_link_state_and_the_time(app):
-    deps = remote.Dependencies(roster=app.roster, trust=app.trust, site=app.site,
-                               link_state=lambda: {"state": "online", "attempts": 0}, wall=lambda: 1636941600.0)
+    deps = replace(app.commands, link_state=lambda: {"state": "online", "attempts": 0}, wall=lambda: 1636941600.0)
     out = remote.COMMAND_HANDLERS["ping"]({"id": 1}, deps)
     assert out["pong"] is True and out["version"] and out["ts"] == "2021-11-15T02:00:00+00:00"
     assert out["state"] == "online" and out["attempts"] == 0

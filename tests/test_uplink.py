@@ -20,7 +20,8 @@ PREFIX = "kiosk/s1/d1"
 
 def ping_deps(up):
     """Dependencies for the commands these tests run: only `ping` reads them (the uplink's state)."""
-    return remote.Dependencies(roster=None, trust=None, site=None, link_state=lambda: up.state)
+    return remote.Dependencies(roster=None, trust=None, revocations=None, keys=None, site=None, clock=None,
+                               link_state=lambda: up.state)
 
 
 @pytest.fixture

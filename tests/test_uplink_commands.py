@@ -33,7 +33,8 @@ class Kiosk:
         self.up = Uplink(cfg, cfg.journal.path, client_factory=self.broker.client)
         self.site = SiteState("trace", "in")
         self.handlers = handlers or remote.COMMAND_HANDLERS
-        self.deps = remote.Dependencies(roster=None, trust=None, site=self.site, link_state=lambda: self.up.state)
+        self.deps = remote.Dependencies(roster=None, trust=None, revocations=None, keys=None, site=self.site,
+                                        clock=None, link_state=lambda: self.up.state)   # what config and ping use
         self.up.start()
         self.broker.wait_for(lambda: "kiosk-s1-d1" in self.broker.clients, what="the kiosk online")
         self.broker.settle()          # its subscriptions are made inside on_connect
