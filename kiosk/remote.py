@@ -3,7 +3,8 @@
 The uplink's envelope (`kiosk.mqtt.downlink.execute`) has already checked the size, the JSON and the
 correlation id. A handler validates the whole payload before it changes anything, raises DataError to refuse
 it (nothing changed; the reason goes back in the answer) and returns the result to answer with. Handlers run
-on the app thread, the only thread that touches the roster and trust stores and the site state.
+on the app thread, the only thread that touches the roster, trust and revocation stores, the site's key ring
+and the site state.
 
 Adding a command: write `def name(payload, deps) -> dict` here and add it to COMMAND_HANDLERS; it is then
 heard on `{prefix}/cmd/{name}` and `kiosk/{site}/all/cmd/{name}` and answered on `.../cmd/{name}/result`.
