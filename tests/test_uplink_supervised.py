@@ -167,6 +167,7 @@ def test_the_alarm_is_on_the_screen_while_the_worker_keeps_dying_and_clears_once
 
 
 def test_telemetry_carries_the_app_snapshot_and_only_the_app_thread_touches_the_stores(tmp_path):
+    """Roster, trust and revocation lists, the site's key ring: every read (a file re-read check) and write."""
     broker = FakeBroker()
     # stale limits on: staleness checks read the stores' files (the old telemetry did that on the uplink thread)
     cfg = app_config(tmp_path, mqtt={"telemetry_seconds": 1}, roster={"max_age_hours": 48},
@@ -174,9 +175,11 @@ def test_telemetry_carries_the_app_snapshot_and_only_the_app_thread_touches_the_
     touched: set[str] = set()
 
     def record_threads(app):
-        for store in (app.roster, app.trust):
+        for store in (app.roster, app.trust, app.revocations, app.keys):
             for name in ("_refresh", "_write"):
-                method = getattr(store, name)
+                method = getattr(store, name, None)
+                if method is None:
+                    continue
 
                 def recorded(*args, _method=method, **kwargs):
                     touched.add(threading.current_thread().name)
