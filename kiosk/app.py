@@ -223,6 +223,7 @@ class RunResult:
     counters: dict[str, Any] = field(default_factory=dict)
     journal_rows: int = 0
     uplink: dict[str, Any] | None = None
+    held_at_stop: int = 0       # check-ins the journal could not take by the end (saved next to it, or lost)
 
 
 class App:
@@ -245,7 +246,8 @@ class App:
         self.keys = load_keys_for(cfg)  # the site's subject_ref keys
         self.site = SiteState.from_config(cfg)  # runtime mode and direction; the configuration stays as loaded
         self.decider = build_decider(cfg, self.roster, self.trust, self.site, self.revocations, self.keys)
-        self.journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
+        self.journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device, service=True,
+                               quick_check=cfg.journal.check_on_start, reserve_bytes=cfg.journal.reserve_mb << 20)
         self.camera = devices["camera"] if "camera" in devices else build_camera(cfg)
         self.reader = devices["reader"] if "reader" in devices else build_reader(cfg)
         self.decoder = devices.get("decoder") or build_decoder(cfg)
@@ -271,6 +273,7 @@ class App:
             decoder=self.decoder, debounce_seconds=cfg.site.debounce_seconds,
             stale=staleness(cfg, self.roster, self.trust, self.clock, self.revocations),
             on_journaled=self._journaled if self.uplink else None)
+        self._take_held()
         self._button_presses: queue.SimpleQueue[str] = queue.SimpleQueue()
         if self.gpio.button is not None:
             self.gpio.button.when_pressed = lambda: self._button_presses.put("pressed")  # gpiozero thread: queue only
@@ -280,6 +283,7 @@ class App:
         self._reader_guard = DeviceGuard("reader", self.reader, cfg.camera.retry_seconds, monotonic) \
             if self.reader is not None else None
         self._last_purge: float | None = None
+        self._maintain_failed = False
         self._stop = threading.Event()
         self._watchdog: LoopMonitor | None = None  # set by run(): systemd's watchdog and status line
         # Replays only (demo): draw every result screen instead of skipping to the newest one.
@@ -295,6 +299,7 @@ class App:
                if guard is not None and guard.failed]
         if self.pipeline.journal_failing:
             out.append("journal_failed")
+        out.extend(self.journal.alarms())
         if self.display is not None and self.feedback.failing("display"):
             out.append("display_failed")
         out.extend(self.pipeline.stale().alarms())
@@ -349,18 +354,20 @@ class App:
                 if watchdog:
                     watchdog.progress()
                     watchdog.tick()
-            self.pipeline.flush()
-            if self.pipeline.unwritten:
-                log.error("stopping with %d check-in(s) the journal could not store: they are lost",
-                          self.pipeline.unwritten)
+            while self.pipeline.flush(force=True):
+                pass
+            held_at_stop = self._save_held()
             if self.uplink and drain_seconds > 0:
                 self.uplink.wait_drained(drain_seconds)
-            journal_rows = self.journal.count()
+            try:
+                journal_rows = self.journal.count()
+            except KioskError:
+                journal_rows = 0
             uplink = self.uplink.status() if self.uplink else None
         finally:
             self.close()
         return RunResult(self.pipeline.counters.frames, reason, self.pipeline.counters.as_dict(),
-                         journal_rows, uplink)
+                         journal_rows, uplink, held_at_stop)
 
     def _step(self) -> bool:
         """One loop iteration. False when there is no more input (replay finished, nothing else to read)."""
@@ -377,6 +384,7 @@ class App:
             self._button_presses.get()
             self._on_button()
         self.pipeline.flush()
+        self._maintain_journal()
         self.feedback.tick()
         if self.uplink:
             self.uplink.run_pending_commands(COMMAND_HANDLERS, self.commands)
@@ -424,6 +432,64 @@ class App:
             kind=None, verdict=GREEN, reason="override", at=now, clock_synced=self.clock.synced(),
             direction=settings.direction, mode=settings.mode, override=True))
 
+    # -------------------------------------------------------------- check-ins the journal could not take
+    def _held_path(self):
+        from kiosk.stores.held import held_path
+
+        return held_path(self.journal.path)
+
+    def _take_held(self) -> None:
+        """Journal the check-ins saved at the last stop; if the journal cannot take them yet, hold them."""
+        from kiosk.stores import held
+
+        path = self._held_path()
+        try:
+            added = self.journal.import_held(path)
+        except KioskError as exc:
+            found = held.load(path)
+            if found:
+                self.pipeline.hold(found[1])
+                log.error("%d check-in(s) saved at the last stop are held until the journal can take them: %s",
+                          len(found[1]), exc)
+            return
+        if added:
+            log.warning("journaled %d check-in(s) saved at the last stop", added)
+
+    def _save_held(self) -> int:
+        """At stop: write what the journal could not take next to it (journaled at the next start)."""
+        from kiosk.stores import held
+
+        decisions = self.pipeline.held()
+        if not decisions:
+            return 0
+        path = self._held_path()
+        try:
+            held.save(path, decisions)
+        except OSError as exc:
+            log.error("stopping with %d check-in(s) the journal could not store, and %s cannot be written "
+                      "either (%s): they are lost", len(decisions), path, exc.strerror)
+            return len(decisions)
+        log.error("stopping with %d check-in(s) the journal could not store: saved to %s, journaled at the "
+                  "next start", len(decisions), path)
+        return len(decisions)
+
+    def _maintain_journal(self) -> None:
+        """Between scans, with nothing held: index a due batch of rows, put the disk reserve back, and drop a
+        held file whose check-ins (taken at start) are all journaled now."""
+        if self.pipeline.unwritten or self.pipeline.journal_failing:
+            return
+        try:
+            self.journal.maintain()
+        except KioskError as exc:
+            if not self._maintain_failed:
+                log.error("journal maintenance failed: %s", exc)
+            self._maintain_failed = True
+            return
+        self._maintain_failed = False
+        path = self._held_path()
+        if path.exists() and self.journal.unavailable is None:
+            path.unlink(missing_ok=True)
+
     def _maybe_purge(self) -> None:
         now = self._monotonic()
         if self._last_purge is not None and now - self._last_purge < PURGE_EVERY_S:
@@ -454,4 +520,8 @@ class App:
                     part.close()
                 except Exception:
                     pass
+        try:
+            self.journal.maintain(force=True)  # index the last rows: the next start's queries need no tail scan
+        except KioskError as exc:
+            log.debug("journal not indexed at stop: %s", exc)
         self.journal.close()

@@ -303,6 +303,10 @@ class JournalConfig:
     key_rotate_days: int = key(Int(90, "Rotation of the site key is due when the key in use is older than this "
                                    "(kiosk sitekey show, telemetry; 0: never). Superseded keys are kept for "
                                    "retention_days.", min=0, max=3650))
+    check_on_start: bool = key(Bool(True, "PRAGMA quick_check when the service starts; a damaged journal is "
+                                          "moved aside (kept) and a fresh one started, with an alarm."))
+    reserve_mb: int = key(Int(8, "Disk space held back for the journal (a file next to it), released when the "
+                                 "disk fills so check-ins keep being stored; 0: none.", min=0, max=4096))
 
 
 @dataclass(frozen=True)

@@ -163,6 +163,33 @@ def uplinks():
         up.stop()
 
 
+# ---------------------------------------------------------------- a real small file system
+@pytest.fixture
+def tmpfs(tmp_path):
+    """mount(size) -> a folder with a real tmpfs of that size mounted on it (unmounted after the test);
+    remount(folder, "ro"|"rw"). Skips where this user may not mount (tests run as root on CI)."""
+    mounted: list[Path] = []
+
+    def mount(size: str = "4m") -> Path:
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)],
+                              capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip() or 'mount refused'}): "
+                        "a real small file system needs root (CI runs as root)")
+        mounted.append(where)
+        return where
+
+    def remount(where: Path, mode: str) -> None:
+        subprocess.run(["mount", "-o", f"remount,{mode}", str(where)], check=True, capture_output=True)
+
+    mount.remount = remount  # type: ignore[attr-defined]
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
 # ---------------------------------------------------------------- configuration and journal helpers
 def kiosk_config(tmp_path: Path, port: int, *, device: str = "d1", site: str = "s1", **mqtt):
     from kiosk import config
@@ -182,18 +209,16 @@ def fill_journal(path: str | Path, n: int, *, site: str = "s1", device: str = "d
     Journal(path, site=site, device=device).close()  # creates the schema
     start = start or datetime.now(timezone.utc) - timedelta(days=7)
     step = timedelta(days=7) / max(n, 1)
-    rows, ids = [], []
+    rows = []
     for i in range(n):
         at = start + step * i
-        event_id = uuid.uuid4().hex
-        ids.append(event_id)
-        rows.append((event_id, at.isoformat(), at.timestamp(), 1, site, device, "in", "trace", "personal_qr",
+        rows.append((at.isoformat(), at.timestamp(), 1, site, device, "in", "trace", "personal_qr",
                      "green", "valid", '{"name": "N*** V** A"}', f"ref{i}", 0, 1.0))
     db = sqlite3.connect(str(path), timeout=30)
     with db:
         db.executemany(INSERT, rows)
     db.close()
-    return ids
+    return journal_ids(path)[-n:] if n else []
 
 
 def journal_states(path: str | Path) -> dict[str, int]:
@@ -207,7 +232,7 @@ def journal_states(path: str | Path) -> dict[str, int]:
 def journal_ids(path: str | Path) -> list[str]:
     db = sqlite3.connect(str(path), timeout=30)
     try:
-        return [r[0] for r in db.execute("SELECT id FROM checkins ORDER BY seq")]
+        return [r[0] for r in db.execute("SELECT event_id FROM checkin_events ORDER BY seq")]
     finally:
         db.close()
 

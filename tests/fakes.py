@@ -378,13 +378,21 @@ class FlakyJournal:
 
     def __init__(self, log: list):
         self.log, self.fail, self.rows = log, False, []
+        self.transactions = 0
 
     def append(self, decision: Decision) -> dict:
+        return self.append_many([decision])[0]
+
+    def append_many(self, decisions: list[Decision], note: tuple[str, str] | None = None) -> list[dict]:
         if self.fail:
             raise StorageError("disk full")
-        self.rows.append(decision)
-        self.log.append(("journal", decision.verdict))
-        return {"seq": len(self.rows)}
+        self.transactions += 1
+        events = []
+        for decision in decisions:
+            self.rows.append(decision)
+            self.log.append(("journal", decision.verdict))
+            events.append({"seq": len(self.rows)})
+        return events
 
 
 # ---------------------------------------------------------------- the service manager

@@ -260,14 +260,14 @@ def test_journal_failure_gives_feedback_alarms_and_loses_nothing(tmp_path):
     broken = {"on": False}
 
     def break_journal():
-        original = type(app.journal).append
+        original = type(app.journal).append_many
 
-        def append(self_, decision):
+        def append_many(self_, decisions, note=None):
             if broken["on"]:
                 raise StorageError("database or disk is full")
-            return original(self_, decision)
+            return original(self_, decisions, note)
 
-        app.journal.append = lambda d: append(app.journal, d)
+        app.journal.append_many = lambda d, note=None: append_many(app.journal, d, note)
         broken["on"] = True
 
     script = [scene("thu_phone"), break_journal, scene("mau_masked"), scene("idle"),
@@ -290,12 +290,12 @@ def test_journal_full_disk_with_sqlite_page_limit(tmp_path):
     seen = []
 
     def heal():
-        app.journal._db.execute("PRAGMA max_page_count = 1073741823")
+        app.journal.db.execute("PRAGMA max_page_count = 1073741823")
 
     names = ["thu_phone", "mau_masked", "ho_recovered", "moi_recovered", "khach", "cccd", "malformed", "website"]
     script = [scene(n) for n in names] + [lambda: seen.append(app.alarms()), heal, scene("idle"), None]
     app = App(make_cfg(tmp_path), devices={"camera": ScriptedCamera(script)})
-    db = app.journal._db
+    db = app.journal.db
     db.execute(f"PRAGMA max_page_count = {db.execute('PRAGMA page_count').fetchone()[0]}")
     filler = 0
     with pytest.raises(StorageError, match="full"):
@@ -343,7 +343,7 @@ def test_retention_purge(tmp_path, mqtt):
               monotonic=ManualTime(monotonic=10.0).monotonic)
     for reason, days in (("old_sent", 30), ("old_unsent", 30), ("recent", 3)):
         app.journal.append(_old_decision(reason, days))
-    app.journal._db.execute("UPDATE checkins SET up_state = 'confirmed' WHERE reason = 'old_sent'")
+    app.journal.db.execute("UPDATE checkins SET up_state = 'confirmed' WHERE reason = 'old_sent'")
     app.run()
     left = [r["reason"] for r in journal_rows(tmp_path)]
     assert left == (["old_unsent", "recent"] if mqtt else ["recent"])
@@ -392,10 +392,10 @@ def test_loop_does_not_spin_when_no_device_blocks(tmp_path, devices, extra):
 
 def test_stopping_with_the_journal_still_failing_says_so(tmp_path, caplog):
     def break_journal():
-        def append(decision):
+        def append_many(decisions, note=None):
             raise StorageError("disk full")
 
-        app.journal.append = append
+        app.journal.append_many = append_many
 
     app = App(make_cfg(tmp_path), devices={"camera": ScriptedCamera([break_journal, scene("thu_phone"), None])})
     result = app.run()

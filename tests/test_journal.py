@@ -3,10 +3,14 @@ import csv
 import io
 import json
 import os
+import random
+import re
 import signal
 import sqlite3
 import subprocess
 import sys
+import uuid
+from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -15,6 +19,7 @@ import pytest
 
 from kiosk.cli import main
 from kiosk.errors import StorageError
+from kiosk.stores.checkins import SELECT_EVENTS
 from kiosk.stores.journal import Journal, event_from_row
 from kiosk.model import Decision
 
@@ -39,7 +44,7 @@ def raw_rows(path) -> list[sqlite3.Row]:
     db = sqlite3.connect(path)
     db.row_factory = sqlite3.Row
     try:
-        return db.execute("SELECT * FROM checkins ORDER BY seq").fetchall()
+        return db.execute(f"{SELECT_EVENTS} ORDER BY seq").fetchall()
     finally:
         db.close()
 
@@ -62,8 +67,9 @@ def test_schema_version_wal_and_parent_folder(journal):
     assert journal.path.parent.name == "data"
     db = sqlite3.connect(journal.path)
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert db.execute("PRAGMA user_version").fetchone()[0] == 1
-    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "1"
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()[0] == "2"
+    assert db.execute("PRAGMA page_size").fetchone()[0] == 1024
     db.close()
 
 
@@ -81,11 +87,11 @@ def test_seq_is_monotonic_across_reopen_and_purge_and_ids_are_unique(tmp_path):
     j.close()
     assert [e["seq"] for e in first] + [after["seq"]] == [1, 2, 3, 4]
     assert len({e["id"] for e in first + [after]}) == 4
+    # Ids are derived (journal id + seq), not stored: no random-key index for an insert to touch.
+    assert {e["id"][:16] for e in first + [after]} == {first[0]["id"][:16]}
+    assert [int(e["id"][16:], 16) for e in first + [after]] == [1, 2, 3, 4]
     db = sqlite3.connect(path)
-    with pytest.raises(sqlite3.IntegrityError):
-        db.execute("INSERT INTO checkins (id, ts, ts_epoch, clock_synced, site, device, direction, mode, verdict, "
-                    "reason, subject) VALUES (?, '', 0, 1, 's', 'd', 'in', 'trace', 'green', 'r', '{}')",
-                    (after["id"],))
+    assert db.execute("SELECT count(*) FROM checkins WHERE id IS NOT NULL").fetchone()[0] == 0
     db.close()
 
 
@@ -173,7 +179,7 @@ def test_purge_keeps_rows_not_yet_at_the_collector(journal):
 
 
 def test_full_disk_raises_storage_error_and_keeps_acknowledged_rows(journal):
-    db = journal._db  # the size limit is per connection, like a full card for this writer
+    db = journal.db  # the size limit is per connection, like a full card for this writer
     pages = db.execute("PRAGMA page_count").fetchone()[0]
     db.execute(f"PRAGMA max_page_count = {pages + 2}")
     at = datetime(2026, 11, 20, 9, tzinfo=TZ)
@@ -190,7 +196,7 @@ def test_full_disk_raises_storage_error_and_keeps_acknowledged_rows(journal):
 
 def test_read_only_journal_raises_storage_error(journal):
     journal.append(decision(datetime(2026, 11, 20, 9, tzinfo=TZ)))
-    journal._db.execute("PRAGMA query_only = ON")  # root ignores file modes; this gives SQLITE_READONLY
+    journal.db.execute("PRAGMA query_only = ON")  # root ignores file modes; this gives SQLITE_READONLY
     with pytest.raises(StorageError, match="read-only"):
         journal.append(decision(datetime(2026, 11, 20, 9, tzinfo=TZ)))
     assert journal.count() == 1
@@ -299,8 +305,8 @@ def test_cli_bad_date_is_a_usage_error(tmp_path, capsys):
 
 
 def test_checkin_insert_is_synchronous_full(journal):
-    assert journal._db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync at every commit
-    assert journal._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert journal.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync at every commit
+    assert journal.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_cli_purge_default_retention_is_21_days(journal, tmp_path, capsys):
@@ -314,3 +320,167 @@ def test_cli_purge_default_retention_is_21_days(journal, tmp_path, capsys):
     assert abs((now - cutoff) - timedelta(days=21)) < timedelta(minutes=1)
     status, out, _ = cli(tmp_path, capsys, "purge", "--set", "mqtt.enabled=false", "--set", "journal.retention_days=1")
     assert json.loads(out)["purged"] == 1
+
+
+# ------------------------------------------------------------------ schema 2 (issue 13): wear and SQL queries
+def schema1_journal(path, n: int, start: datetime) -> list[str]:
+    """A journal as today's schema (1) writes it: n rows, ids random, some already sent."""
+    from kiosk.stores.journal_schema import V1_DDL, V1_INSERT, statements
+
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    for statement in statements(V1_DDL):
+        db.execute(statement)
+    db.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    db.execute("PRAGMA user_version = 1")
+    ids = []
+    db.execute("BEGIN")
+    for i in range(n):
+        at = start + timedelta(minutes=7 * i)
+        ids.append(uuid.uuid4().hex)
+        db.execute(V1_INSERT, (ids[-1], at.isoformat(), at.timestamp(), 1, "site-9", "gate-2", ("in", "out")[i % 2],
+                               "trace", "personal_qr", ("green", "black", "invalid")[i % 3], "r",
+                               json.dumps(MASKED), f"ref-{i % 7}", 0, 1.0))
+    db.execute("UPDATE checkins SET up_state = 'confirmed' WHERE seq <= ?", (n // 2,))
+    db.execute("UPDATE checkins SET up_state = 'published', up_published_at = 1 WHERE seq > ? AND seq <= ?",
+               (n // 2, n // 2 + 3))
+    db.execute("DELETE FROM checkins WHERE seq = ?", (n,))   # the newest row purged: its seq is never given again
+    db.execute("COMMIT")
+    db.close()
+    return ids[:-1]
+
+
+def test_a_schema_1_journal_is_migrated_in_place_on_open(tmp_path):
+    from kiosk.stores.outbox import Outbox
+
+    path = tmp_path / "journal.sqlite"
+    start = datetime(2026, 11, 20, 8, tzinfo=TZ)
+    ids = schema1_journal(path, 40, start)
+    db = sqlite3.connect(path)
+    before = db.execute("SELECT * FROM checkins ORDER BY seq").fetchall()
+    db.close()
+    j = Journal(path, site="site-9", device="gate-2")
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert db.execute("PRAGMA page_size").fetchone()[0] == 1024          # rewritten with 1 KB pages
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE sql LIKE '%AUTOINCREMENT%'").fetchone()[0] == 0
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    after = raw_rows(path)
+    assert [r["id"] for r in after] == ids                             # consumers already hold these ids
+    assert [tuple(r)[2:] for r in before] == [tuple(r)[2:] for r in after]  # every column, every row
+    assert [r["seq"] for r in after] == list(range(1, 40))
+    event = j.append(decision(start + timedelta(days=1)))
+    assert event["seq"] == 41 and event["id"] not in ids                # seq 40 was given once: never again
+    assert j.stats(None, None, TZ)["total"] == 40
+    assert [v["seq"] for v in j.trace("ref-3", None)] == [4, 11, 18, 25, 32, 39]
+    box = Outbox(path)
+    assert [r["seq"] for r in box.next_batch(3)] == [24, 25, 26]       # pending after the published ones
+    assert box.confirm(ids[20:23]) == 3 and box.status()["published_unconfirmed"] == 0
+    assert box.mark_published([event["id"]]) == 1
+    box.close()
+    j.close()
+
+
+def test_an_insert_writes_only_the_table_page(tmp_path):
+    """Structural, not timed: WAL frames per check-in (schema 1 wrote 5-6 pages of 4 KB per insert)."""
+    j = Journal(tmp_path / "j.sqlite", site="s", device="d")
+    db = sqlite3.connect(tmp_path / "j.sqlite")
+    indexes = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'checkins'")
+    assert all("WHERE" in (sql or "") for _, sql in indexes)   # only partial indexes no new row enters
+    db.close()
+    j.db.execute("PRAGMA wal_autocheckpoint = 0")
+    j.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    n = 300
+    for i in range(n):
+        j.append(decision(datetime(2026, 11, 20, 8, tzinfo=TZ) + timedelta(seconds=i), ref=f"r{i}"))
+    frames = ((tmp_path / "j.sqlite-wal").stat().st_size - 32) / (1024 + 24)
+    assert frames / n < 1.8, f"{frames / n:.2f} pages a check-in"
+    j.close()
+
+
+def _random_journal(path, n: int) -> tuple[Journal, list[Decision]]:
+    rng = random.Random(7)
+    j = Journal(path, site="s", device="d")
+    made = []
+    at = datetime(2026, 3, 28, 20, tzinfo=TZ)
+    for i in range(n):
+        at += timedelta(seconds=rng.choice((1, 30, 400, 3600)) * (-1 if rng.random() < 0.03 else 1))  # clock jumps
+        made.append(decision(at, verdict=rng.choice(("green", "black", "invalid")), direction=rng.choice(("in", "out")),
+                             kind=rng.choice(("personal_qr", "cccd", None)), ref=f"ref-{rng.randrange(40)}"))
+    for chunk in range(0, n, 97):
+        j.append_many(made[chunk:chunk + 97])
+        if chunk % 3 == 0:
+            j.maintain(force=True)   # some rows in segments, the newest in the tail
+    return j, made
+
+
+def _expected_stats(made: list[Decision], since, until, zone) -> dict:
+    picked = [d for d in made if (since is None or d.at >= since) and (until is None or d.at < until)]
+    days, hours = defaultdict(lambda: {"in": 0, "out": 0}), defaultdict(lambda: {"in": 0, "out": 0})
+    for d in picked:
+        local = d.at.astimezone(zone)
+        days[local.strftime("%Y-%m-%d")][d.direction] += 1
+        hours[local.strftime("%Y-%m-%dT%H")][d.direction] += 1
+    return {"total": len(picked), "days": dict(sorted(days.items())), "hours": dict(sorted(hours.items())),
+            "verdicts": dict(Counter(d.verdict for d in picked)), "kinds": dict(Counter(d.kind or "none" for d in picked))}
+
+
+@pytest.mark.parametrize("zone", ["Asia/Ho_Chi_Minh", "Europe/Berlin", "Asia/Kathmandu"])
+def test_stats_trace_and_export_in_sql_match_the_rows_whatever_the_range(tmp_path, zone):
+    j, made = _random_journal(tmp_path / "j.sqlite", 1200)
+    tz = ZoneInfo(zone)
+    rng = random.Random(3)
+    times = sorted(d.at for d in made)
+    for _ in range(25):
+        a, b = sorted(rng.sample(times, 2))
+        since = a + timedelta(seconds=rng.choice((0, 1, 450, 899))) if rng.random() < 0.8 else None
+        until = b if rng.random() < 0.8 else None
+        got = j.stats(since, until, zone)
+        want = _expected_stats(made, since, until, tz)
+        assert (got["total"], got["days"], got["hours"]) == (want["total"], want["days"], want["hours"])
+        assert {k: v for k, v in got["verdicts"].items() if v} == want["verdicts"]
+        assert got["kinds"] == dict(sorted(want["kinds"].items()))
+        ref = f"ref-{rng.randrange(40)}"
+        trace = [(v["ts"], v["seq"]) for v in j.trace(ref, since, until)]
+        inside = [(d.at, seq) for seq, d in enumerate(made, start=1)
+                  if (since is None or d.at >= since) and (until is None or d.at < until)]
+        expect = sorted((at, seq) for at, seq in inside if made[seq - 1].subject_ref == ref)
+        assert [s for _, s in trace] == [s for _, s in expect]
+        out = io.StringIO()
+        j.export("jsonl", out, since, until)
+        assert [json.loads(line)["seq"] for line in out.getvalue().splitlines()] == sorted(s for _, s in inside)
+    j.close()
+
+
+def test_queries_are_bounded_by_an_index_never_a_scan_of_the_table(tmp_path):
+    j, _ = _random_journal(tmp_path / "j.sqlite", 300)
+    plans = []
+    j.db.set_trace_callback(lambda sql: plans.append(sql) if sql.lstrip().upper().startswith("SELECT") else None)
+    since = datetime(2026, 3, 29, tzinfo=TZ)
+    j.stats(since, since + timedelta(days=1), TZ)
+    j.trace("ref-1", since)
+    j.export("jsonl", io.StringIO(), since, since + timedelta(hours=5))
+    j.db.set_trace_callback(None)
+    assert len(plans) >= 5
+    for sql in set(plans):  # the statements as run, their parameters expanded
+        for *_, detail in j.db.execute("EXPLAIN QUERY PLAN " + sql):
+            # only the zone map (a row per 500 check-ins) may be read whole
+            assert not re.match(r"SCAN (?!segments\b|s\b)", detail), (sql, detail)
+    j.close()
+
+
+def test_purge_takes_the_rows_their_refs_and_their_tallies(tmp_path):
+    j, made = _random_journal(tmp_path / "j.sqlite", 600)
+    db = j.db
+    db.execute("UPDATE checkins SET up_state = 'confirmed' WHERE seq % 5 <> 0")
+    cutoff = sorted(d.at for d in made)[300]
+    kept_unsent = sum(1 for i, d in enumerate(made) if d.at < cutoff and (i + 1) % 5 == 0)
+    purged = j.purge(cutoff, keep_unsent=True)
+    assert purged == sum(1 for d in made if d.at < cutoff) - kept_unsent
+    assert j.count() == len(made) - purged == j.stats()["total"]
+    # no subject_ref of a purged row is kept anywhere (retention)
+    assert db.execute("SELECT count(*) FROM segment_refs r LEFT JOIN checkins c ON c.seq = r.seq "
+                      "WHERE c.seq IS NULL").fetchone()[0] == 0
+    assert db.execute("SELECT sum(n) FROM tallies").fetchone()[0] == j.count()
+    j.close()

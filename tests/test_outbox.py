@@ -119,3 +119,29 @@ def test_updates_by_id_cost_the_same_whatever_the_backlog(tmp_path):
         return count[0]
 
     assert steps(20_000) < 2 * steps(200) + 10
+
+
+def test_coalesced_pubacks_are_written_late_or_never_and_the_row_stays_unsent_meanwhile(journal):
+    path, ids = journal
+    now = [1000.0]
+    box = Outbox(path, clock=lambda: now[0], coalesce_published_s=3600)
+    assert box.mark_published(ids[:4]) == 4
+    assert journal_states(path) == {"pending": 10}          # held: nothing written yet
+    assert not any(r["id"] in ids[:4] for r in box.next_batch(10, after_seq=4))
+    box.confirm(ids[:2])                                    # acked first: pending -> confirmed, one write
+    assert journal_states(path) == {"confirmed": 2, "pending": 8}
+    status = box.status()                                   # a status writes what is held
+    assert (status["published_unconfirmed"], status["pending"], status["confirmed"]) == (2, 6, 2)
+    assert journal_states(path) == {"confirmed": 2, "published": 2, "pending": 6}
+    box.mark_published(ids[4:6])
+    box.close()                                             # and so does close
+    assert journal_states(path) == {"confirmed": 2, "published": 4, "pending": 4}
+
+
+def test_has_pending_does_not_count_rows_whose_puback_is_held(tmp_path):
+    path = tmp_path / "j.sqlite"
+    ids = fill_journal(path, 3)
+    box = Outbox(path, coalesce_published_s=3600)
+    assert box.has_pending()
+    box.mark_published(ids)
+    assert not box.has_pending() and journal_states(path) == {"pending": 3}

@@ -3,7 +3,7 @@ import numpy as np
 
 from fakes import FlakyJournal, ManualTime, RecordingFeedback, StubDecider, TableDecoder
 from kiosk.model import BLACK, GREEN, INVALID
-from kiosk.pipeline import Pipeline
+from kiosk.pipeline import FLUSH_BATCH, RETRY_S, Pipeline
 
 
 def make(log, debounce=10.0):
@@ -51,18 +51,42 @@ def test_invalid_codes_without_subject_are_suppressed_while_in_view_only():
 
 def test_journal_failure_keeps_feedback_and_flushes_when_writable_again():
     log = []
-    p, journal, _, notified = make(log)
+    p, journal, manual, notified = make(log)
     journal.fail = True
     assert p.handle_text("green a1") is not None
     assert p.handle_text("black b1") is not None
     assert log == [("feedback", GREEN), ("feedback", BLACK)]   # the gate still answered
     assert p.journal_failing and p.unwritten == 2 and journal.rows == []
+    manual.advance(RETRY_S)
     p.flush()
     assert p.unwritten == 2
     journal.fail = False
     p.flush()
+    assert p.unwritten == 2, "retried at most once a second while failing"
+    manual.advance(RETRY_S)
+    p.flush()
     assert [d.subject_ref for d in journal.rows] == ["a1", "b1"]
     assert p.unwritten == 0 and not p.journal_failing and len(notified) == 2
+
+
+def test_held_checkins_flush_in_small_batches_between_scans_not_in_front_of_one():
+    log = []
+    p, journal, manual, notified = make(log, debounce=0.0)
+    journal.fail = True
+    for i in range(3 * FLUSH_BATCH + 5):
+        p.handle_text(f"green p{i}")
+        manual.advance(1)
+    attempts = journal.transactions
+    journal.fail = False
+    p.handle_text("green late")            # a scan while check-ins are held: shown, held, not a write
+    assert journal.transactions == attempts and journal.rows == [] and p.unwritten == 3 * FLUSH_BATCH + 6
+    manual.advance(RETRY_S)
+    rounds = []
+    while p.flush():                       # the loop's rounds: one transaction of at most FLUSH_BATCH each
+        rounds.append(len(journal.rows))
+    assert rounds == [FLUSH_BATCH, 2 * FLUSH_BATCH, 3 * FLUSH_BATCH, 3 * FLUSH_BATCH + 6]
+    assert [d.subject_ref for d in journal.rows][-2:] == [f"p{3 * FLUSH_BATCH + 4}", "late"]  # order kept
+    assert len(notified) == 3 * FLUSH_BATCH + 6 and not p.journal_failing
 
 
 def test_decoder_exception_counts_and_never_raises():

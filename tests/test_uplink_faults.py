@@ -146,7 +146,8 @@ def test_events_lost_by_a_broker_after_puback_come_back_by_confirmation(tmp_path
     uplinks.append(up)
     up.start()
     assert up.wait_drained(30)
-    assert journal_states(cfg.journal.path) == {"published": n}   # every event PUBACKed by the broker ...
+    # every event PUBACKed by the broker (written within the outbox's coalescing time) ...
+    wait_for(lambda: journal_states(cfg.journal.path) == {"published": n}, 10, what="PUBACKs written")
     broker.kill()                                                  # ... which now loses them all
     broker.start()
     with running_collector(cfg, collector_db):

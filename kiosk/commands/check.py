@@ -105,11 +105,13 @@ def _probe_clock(cfg: Config) -> str:
 
 
 def _probe_journal(cfg: Config) -> str:
+    """Opens, and proves a check-in could be written now (a read-only journal used to pass as ok)."""
     from kiosk.stores.journal import Journal
 
     journal = Journal(cfg.journal.path, site=cfg.site.id, device=cfg.site.device)
     try:
-        return f"{journal.count()} rows in {cfg.journal.path}"
+        journal.writable()
+        return f"{journal.count()} rows in {cfg.journal.path}, writable"
     finally:
         journal.close()
 

@@ -1,4 +1,4 @@
-"""`kiosk journal export|stats|trace|purge`: read and maintain the check-in journal.
+"""`kiosk journal export|stats|trace|purge|check|backup`: read and maintain the check-in journal.
 
 Dates are `YYYY-MM-DD` (start of that local day) or ISO-8601; naive values are in `site.timezone`.
 """
@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import re
 import sys
+import time
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 from zoneinfo import ZoneInfo
 
@@ -50,6 +52,15 @@ def register(sub: Subparsers, common: Parser) -> None:
     purge = actions.add_parser("purge", parents=[common], help="delete rows older than journal.retention_days "
                                "(rows not yet uploaded stay while mqtt.enabled)")
     purge.set_defaults(func=run_purge)
+
+    check = actions.add_parser("check", parents=[common], help="full integrity check of the journal file "
+                               "(one JSON object; exit 1 when damaged)")
+    check.set_defaults(func=run_check)
+
+    backup = actions.add_parser("backup", parents=[common], help="copy the journal, live, with SQLite's online "
+                                "backup API (the way to copy a running kiosk's journal)")
+    backup.add_argument("target", metavar="FILE", help="the copy to write (replaced if it exists)")
+    backup.set_defaults(func=run_backup)
 
 
 def _add_range(p: Parser, *, since_required: bool) -> None:
@@ -180,3 +191,29 @@ def run_purge(args: Args) -> int:
         return 0
 
     return _run(args, purge)
+
+
+def run_check(args: Args) -> int:
+    from kiosk.stores.journal_file import moved_aside
+
+    def check(cfg: Config, journal: Journal, since: Bound, until: Bound) -> int:
+        started = time.perf_counter()
+        problems = journal.check()
+        ok = problems == ["ok"]
+        emit({"journal": str(journal.path), "ok": ok, "integrity_check": problems,
+              "seconds": round(time.perf_counter() - started, 3), "rows": journal.count() if ok else None,
+              "moved_aside": [str(p) for p in moved_aside(journal.path)]})
+        return 0 if ok else 1
+
+    return _run(args, check)
+
+
+def run_backup(args: Args) -> int:
+    def backup(cfg: Config, journal: Journal, since: Bound, until: Bound) -> int:
+        started = time.perf_counter()
+        rows = journal.backup(args.target)
+        emit({"journal": str(journal.path), "backup": str(Path(args.target).resolve()), "rows": rows,
+              "seconds": round(time.perf_counter() - started, 3)})
+        return 0
+
+    return _run(args, backup)

@@ -36,5 +36,6 @@ def run(args: Args) -> int:
              cfg.site.id, cfg.site.device, cfg.site.mode, cfg.site.direction)
     result = app.run(max_frames=args.max_frames, watchdog=watchdog)
     notifier.stopping()
-    emit({"stopped": result.stopped_because, **result.counters})
-    return 0
+    emit({"stopped": result.stopped_because, **result.counters, "held_at_stop": result.held_at_stop})
+    # 74 (EX_IOERR): check-ins the journal could not take by the end; systemd and the operator see it.
+    return 74 if result.held_at_stop else 0

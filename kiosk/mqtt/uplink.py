@@ -32,7 +32,7 @@ from kiosk.mqtt.drain import Drain
 from kiosk.mqtt.supervisor import Supervised
 from kiosk.mqtt.topics import Topics
 from kiosk.ports import MqttClient
-from kiosk.stores.outbox import Outbox
+from kiosk.stores.outbox import COALESCE_PUBLISHED_S, Outbox
 from kiosk.timeparse import iso_utc
 
 log = logging.getLogger("kiosk.mqtt.uplink")
@@ -390,7 +390,7 @@ class Uplink:
     def open_outbox(self) -> Outbox:
         return Outbox(self.journal_path, max_rows=self.cfg.mqtt.outbox_max_rows,
                       full_policy=self.cfg.mqtt.outbox_full_policy, final_on_puback=not self.cfg.mqtt.confirm,
-                      wall=self.wall)
+                      wall=self.wall, coalesce_published_s=COALESCE_PUBLISHED_S)
 
     def run_worker(self, working: Callable[[], None] = lambda: None) -> None:
         """The worker thread's body: the drain, on the thread's own Outbox connection, until stop().
