@@ -433,7 +433,7 @@ class App:
             direction=settings.direction, mode=settings.mode, override=True))
 
     # -------------------------------------------------------------- check-ins the journal could not take
-    def _held_path(self):
+    def _held_path(self) -> Path:
         from kiosk.stores.held import held_path
 
         return held_path(self.journal.path)

@@ -142,6 +142,9 @@ class Journal(Protocol):
     def append(self, decision: Decision) -> Event:
         """Store one check-in durably; its event. Raises StorageError with nothing written."""
 
+    def append_many(self, decisions: list[Decision], note: tuple[str, str] | None = None) -> list[Event]:
+        """Store check-ins in one transaction (one fsync), all or none; StorageError with nothing written."""
+
     def purge(self, older_than: datetime, keep_unsent: bool = True) -> int: ...
 
     def count(self) -> int: ...

@@ -254,7 +254,7 @@ class Journal:
         return out
 
     # ------------------------------------------------------------------ writing
-    def _values(self, decision: Decision) -> tuple:
+    def _values(self, decision: Decision) -> tuple[Any, ...]:
         at = decision.at or datetime.now(timezone.utc).astimezone()
         if at.tzinfo is None:
             at = at.astimezone()  # a naive time is the system's local time
@@ -278,7 +278,7 @@ class Journal:
         self._ensure_file()
 
         def insert() -> list[int]:
-            seqs = [self.db.execute(INSERT, values).lastrowid for values in rows]
+            seqs = [int(self.db.execute(INSERT, values).lastrowid or 0) for values in rows]
             if note:
                 self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", note)
             return seqs
@@ -300,7 +300,8 @@ class Journal:
 
     def _event_id(self, seq: int) -> str:
         if seq < self._epoch_first:  # another process started an epoch? (a restore); ask the file
-            return self.db.execute("SELECT event_id FROM checkin_events WHERE seq = ?", (seq,)).fetchone()[0]
+            stored: str = self.db.execute("SELECT event_id FROM checkin_events WHERE seq = ?", (seq,)).fetchone()[0]
+            return stored
         return event_id(self._uid, seq)
 
     def maintain(self, force: bool = False) -> int:
@@ -358,8 +359,9 @@ class Journal:
 
     def last_seq(self) -> int:
         """The highest seq ever given (kept across purges); 0 for a new journal."""
-        return self.db.execute("SELECT max(coalesce((SELECT max(seq) FROM checkins), 0), "
-                                "coalesce((SELECT value FROM meta WHERE key = 'seq_floor'), 0))").fetchone()[0]
+        last: int = self.db.execute("SELECT max(coalesce((SELECT max(seq) FROM checkins), 0), "
+                                    "coalesce((SELECT value FROM meta WHERE key = 'seq_floor'), 0))").fetchone()[0]
+        return last
 
     def export(self, fmt: str, out: TextIO, since: datetime | None = None, until: datetime | None = None) -> int:
         """Write events as CSV (with a header, subject flattened) or JSON lines, streamed. Rows written.

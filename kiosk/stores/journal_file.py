@@ -178,7 +178,8 @@ def backup(db: sqlite3.Connection, target: Path, site: str, device: str) -> int:
                      "FROM checkins), 0), coalesce((SELECT value FROM meta WHERE key = 'seq_floor'), 0)) + 1), ?)",
                      (new_uid(site, device),))
         copy.execute("COMMIT")
-        return copy.execute("SELECT count(*) FROM checkins").fetchone()[0]
+        rows: int = copy.execute("SELECT count(*) FROM checkins").fetchone()[0]
+        return rows
     finally:
         copy.close()
 

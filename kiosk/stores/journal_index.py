@@ -37,12 +37,14 @@ def indexed_upto(db: sqlite3.Connection) -> int:
 
 def unindexed(db: sqlite3.Connection) -> int:
     """Rows not in a segment yet (the tail)."""
-    return db.execute("SELECT count(*) FROM checkins WHERE seq > ?", (indexed_upto(db),)).fetchone()[0]
+    tail: int = db.execute("SELECT count(*) FROM checkins WHERE seq > ?", (indexed_upto(db),)).fetchone()[0]
+    return tail
 
 
 def catch_up(db: sqlite3.Connection, limit: int = BATCH) -> int:
     """Index up to `limit` tail rows as one segment, inside the caller's write transaction. Rows indexed."""
     upto = indexed_upto(db)
+    n: int
     lo, hi, n, ts_min, ts_max = db.execute(
         "SELECT min(seq), max(seq), count(*), min(ts_epoch), max(ts_epoch) FROM "
         "(SELECT seq, ts_epoch FROM checkins WHERE seq > ? ORDER BY seq LIMIT ?)", (upto, limit)).fetchone()
@@ -60,7 +62,7 @@ def catch_up(db: sqlite3.Connection, limit: int = BATCH) -> int:
 
 
 def count(db: sqlite3.Connection) -> int:
-    indexed = db.execute("SELECT coalesce(sum(rows), 0) FROM segments").fetchone()[0]
+    indexed: int = db.execute("SELECT coalesce(sum(rows), 0) FROM segments").fetchone()[0]
     return indexed + unindexed(db)
 
 
@@ -123,10 +125,10 @@ def stats(db: sqlite3.Connection, since: datetime | None, until: datetime | None
     return _summarise(groups, since, until, zone)
 
 
-def _summarise(groups: list, since: datetime | None, until: datetime | None, zone: tzinfo) -> dict[str, Any]:
-    hours: dict[str, Counter] = defaultdict(Counter)
-    verdicts: Counter = Counter()
-    kinds: Counter = Counter()
+def _summarise(groups: list[tuple[int, str, str, str, int]], since: datetime | None, until: datetime | None, zone: tzinfo) -> dict[str, Any]:
+    hours: dict[str, Counter[str]] = defaultdict(Counter)
+    verdicts: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
     labels: dict[int, str] = {}
     for bucket, direction, verdict, kind, n in groups:
         label = labels.get(bucket)
@@ -135,7 +137,7 @@ def _summarise(groups: list, since: datetime | None, until: datetime | None, zon
         hours[label][direction] += n
         verdicts[verdict] += n
         kinds[kind or "none"] += n
-    days: dict[str, Counter] = defaultdict(Counter)
+    days: dict[str, Counter[str]] = defaultdict(Counter)
     for hour, c in hours.items():
         days[hour[:10]].update(c)
 
@@ -164,7 +166,7 @@ def purge(db: sqlite3.Connection, before: float, keep_unsent: bool) -> int:
     db.execute(f"CREATE TEMP TABLE purged AS SELECT s.segment, c.seq, c.subject_ref FROM segments s "
                f"CROSS JOIN checkins c ON c.seq BETWEEN s.seq_lo AND s.seq_hi WHERE s.ts_min < ? AND c.ts_epoch < ? {keep}",
                (before, before))
-    deleted = db.execute("SELECT count(*) FROM temp.purged").fetchone()[0]
+    deleted: int = db.execute("SELECT count(*) FROM temp.purged").fetchone()[0]
     if deleted:
         db.execute(f"UPDATE tallies SET n = tallies.n - p.n FROM (SELECT {_TALLY_KEY}, count(*) AS n FROM checkins "
                    f"WHERE seq IN (SELECT seq FROM temp.purged) GROUP BY 1, 2, 3, 4) AS p "

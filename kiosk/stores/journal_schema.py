@@ -73,7 +73,7 @@ def prepare_new_file(db: sqlite3.Connection) -> None:
 def migrate(db: sqlite3.Connection, path: Path, site: str, device: str) -> bool:
     """Bring the schema to SCHEMA_VERSION inside the caller's write transaction. True when schema 1 was
     migrated (the caller may then rewrite the file with 1 KB pages: `repage`)."""
-    version = db.execute("PRAGMA user_version").fetchone()[0]
+    version: int = db.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise StorageError(f"the journal {path} has schema version {version}, newer than this "
                            f"software ({SCHEMA_VERSION}): update the kiosk software")

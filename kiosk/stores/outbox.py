@@ -168,6 +168,15 @@ class Outbox:
             "final_on_puback": self.final_on_puback,
         }
 
+    def unconfirmed(self) -> Iterable[sqlite3.Row]:
+        """Every row the consumer has not stored yet, dropped ones included, in seq order (an offline bundle)."""
+        self._coalesced(force=True)
+        db = self._current()
+        return iter(db.execute(
+            f"{SELECT_EVENTS} WHERE seq IN (SELECT seq FROM checkins WHERE seq >= ? AND up_state IN {QUEUED_SQL} "
+            f"UNION SELECT seq FROM checkins WHERE up_state = '{DROPPED}') ORDER BY seq",
+            (self._floor(db, "queued_floor"),)))
+
     # ------------------------------------------------------------------ transitions (forward only)
     def mark_published(self, ids: Iterable[str]) -> int:
         """The broker acknowledged these. Final already when no consumer confirmation is configured."""
@@ -191,11 +200,18 @@ class Outbox:
         """The consumer stored these end to end. A pending row may be confirmed directly (its PUBACK was lost,
         or is still held by coalesce_published_s: then it is never written as published)."""
         ids = list(ids)
-        if self._published:
-            for seq in self._seqs(self._current(), ids):
-                self._published.pop(seq, None)
+        self._forget_held(ids)
         return self._update(
             f"UPDATE checkins SET up_state = '{CONFIRMED}' WHERE up_state IN {QUEUED_SQL} AND seq IN ({{marks}})",
+            (), ids, meta=("last_ack_at", self.wall()))
+
+    def confirm_bundle(self, ids: Iterable[str]) -> int:
+        """A console imported these from an offline bundle (its receipt names them): dropped ones too."""
+        ids = list(ids)
+        self._forget_held(ids)
+        return self._update(
+            f"UPDATE checkins SET up_state = '{CONFIRMED}' "
+            f"WHERE up_state IN ('{PENDING}', '{PUBLISHED}', '{DROPPED}') AND seq IN ({{marks}})",
             (), ids, meta=("last_ack_at", self.wall()))
 
     def confirm_upto(self, seq: int) -> int:
@@ -257,7 +273,7 @@ class Outbox:
                 return seq if first <= seq < end else None
         return None
 
-    def _update(self, sql: str, params: tuple, ids: Iterable[str], meta: tuple[str, float]) -> int:
+    def _update(self, sql: str, params: tuple[Any, ...], ids: Iterable[str], meta: tuple[str, float]) -> int:
         """Update rows by event id, by seq (the row id): the cost does not grow with the backlog."""
         ids = list(ids)
         if not ids:
@@ -304,6 +320,12 @@ class Outbox:
             if self._meta.get(key) == written[key]:
                 del self._meta[key]
         return changed
+
+    def _forget_held(self, ids: list[str]) -> None:
+        """Rows confirmed while their PUBACK is still held: never written as published."""
+        if self._published:
+            for seq in self._seqs(self._current(), ids):
+                self._published.pop(seq, None)
 
     def _coalesced(self, force: bool = False) -> None:
         """Write the held PUBACKs once the oldest is coalesce_published_s old (or there are many, or `force`)."""
