@@ -19,7 +19,7 @@ from kiosk.codes.dcc import DccVerifier
 from kiosk.decider import Decider
 from kiosk.identity import FixedKey
 from kiosk.issuing import health_certificate, new_signer, sign_hc1
-from kiosk.stores.checkins import event_from_row
+from kiosk.stores.checkins import SELECT_EVENTS, event_from_row
 from kiosk.stores.journal import Journal
 
 SITE = timezone(timedelta(hours=7))
@@ -108,7 +108,7 @@ def test_every_place_the_masked_subject_flows(tmp_path, capsys):
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     db = sqlite3.connect(tmp_path / "journal.sqlite")
     db.row_factory = sqlite3.Row
-    events = [event_from_row(row) for row in db.execute("SELECT * FROM checkins")]
+    events = [event_from_row(row) for row in db.execute(f"{SELECT_EVENTS} ORDER BY seq")]
     db.close()
     journal = Journal(tmp_path / "journal.sqlite", site="s", device="d")
     out = io.StringIO()
@@ -141,7 +141,7 @@ def test_check_ins_journaled_under_the_old_masking_are_remasked_once(tmp_path):
     authorised = {"id": "079090000001", "name": "NGUYEN VAN THU", "birth": "1990-12-01", "gender": "male"}
     rows = [(kind, subject) for kind, subject in old.items()] + [("personal_qr", authorised)]
     for i, (kind, subject) in enumerate(rows):
-        db.execute(INSERT, (f"id{i}", NOW.isoformat(), NOW.timestamp(), 1, "s", "d", "in", "trace", kind, "green",
+        db.execute(INSERT, (NOW.isoformat(), NOW.timestamp(), 1, "s", "d", "in", "trace", kind, "green",
                             "checked_in", json.dumps(subject), f"ref{i}", 0, 1.0))
     db.commit()
     db.close()

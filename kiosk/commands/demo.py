@@ -93,13 +93,13 @@ def _console(cfg: Config) -> int:
     """The console on the demo's check-ins (copied from the journal into console.database_url)."""
     from kiosk.fleet.accounts import Accounts
     from kiosk.fleet.console import ConsoleProcess, open_store
-    from kiosk.stores.checkins import event_from_row
+    from kiosk.stores.checkins import SELECT_EVENTS, event_from_row
     from kiosk.stores.outbox import Outbox
 
     store = open_store(cfg)   # console.database_url: demo-out/console.sqlite in the demo configuration
     outbox = Outbox(cfg.journal.path)
     try:   # what the collector would have stored had a broker run (the same rows, stored once)
-        rows = outbox.db.execute("SELECT * FROM checkins ORDER BY seq").fetchall()
+        rows = outbox.db.execute(f"{SELECT_EVENTS} ORDER BY seq").fetchall()
         store.add([event_from_row(row) for row in rows])
     finally:
         outbox.close()
