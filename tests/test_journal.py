@@ -368,7 +368,9 @@ def test_a_schema_1_journal_is_migrated_in_place_on_open(tmp_path):
     db.close()
     after = raw_rows(path)
     assert [r["id"] for r in after] == ids                             # consumers already hold these ids
-    assert [tuple(r)[2:] for r in before] == [tuple(r)[2:] for r in after]  # every column, every row
+    subject = 12  # re-masked once under today's rules (kiosk.masking), like any older journal
+    assert [tuple(r)[2:subject] + tuple(r)[subject + 1:] for r in before] == \
+        [tuple(r)[2:subject] + tuple(r)[subject + 1:] for r in after]    # every other column, every row
     assert [r["seq"] for r in after] == list(range(1, 40))
     event = j.append(decision(start + timedelta(days=1)))
     assert event["seq"] == 41 and event["id"] not in ids                # seq 40 was given once: never again

@@ -123,8 +123,7 @@ def test_updates_by_id_cost_the_same_whatever_the_backlog(tmp_path):
 
 def test_coalesced_pubacks_are_written_late_or_never_and_the_row_stays_unsent_meanwhile(journal):
     path, ids = journal
-    now = [1000.0]
-    box = Outbox(path, clock=lambda: now[0], coalesce_published_s=3600)
+    box = Outbox(path, wall=ManualTime().wall, coalesce_published_s=3600)
     assert box.mark_published(ids[:4]) == 4
     assert journal_states(path) == {"pending": 10}          # held: nothing written yet
     assert not any(r["id"] in ids[:4] for r in box.next_batch(10, after_seq=4))
