@@ -125,41 +125,57 @@ def test_an_outbox_open_on_a_deleted_journal_follows_the_file_put_back(tmp_path)
 
 
 def _ran_once(tmp_path: Path, path: Path) -> None:
-    """A kiosk that ran before (journal, key file): then its card goes read-only."""
+    """A kiosk that ran before (journal, key file): then its card or file goes read-only."""
     make_app(tmp_path, path, [code(100), code(101)]).run()
 
 
-def test_a_read_only_journal_alarms_holds_checkins_and_stores_them_when_writable(tmp_path, tmpfs, monkeypatch):
-    disk = tmpfs("8m")
-    path = disk / "journal.sqlite"
+@pytest.fixture(params=["read-only-mount", "immutable-file"])
+def read_only(request, tmp_path, tmpfs):
+    """(journal path, make it read-only, make it writable): a tmpfs remounted read-only, or the file made
+    immutable (chattr +i: it opens read-only, as a file of another owner does; root ignores modes)."""
+    if request.param == "read-only-mount":
+        disk = tmpfs("8m")
+        path = disk / "journal.sqlite"
+        _ran_once(tmp_path, path)
+        yield path, lambda: tmpfs.remount(disk, "ro"), lambda: tmpfs.remount(disk, "rw")
+        return
+    path = tmp_path / "journal.sqlite"
     _ran_once(tmp_path, path)
-    tmpfs.remount(disk, "ro")
+    chattr = lambda flag: subprocess.run(["chattr", flag, str(path)], capture_output=True)  # noqa: E731
+    if shutil.which("chattr") is None or chattr("+i").returncode:
+        pytest.skip("chattr +i does not work here (needs root and a file system with the immutable flag)")
+    chattr("-i")
+    yield path, lambda: chattr("+i"), lambda: chattr("-i")
+    chattr("-i")
+
+
+def test_a_read_only_journal_alarms_holds_checkins_and_stores_them_when_writable(tmp_path, read_only, monkeypatch):
+    path, make_read_only, make_writable = read_only
+    make_read_only()
     monkeypatch.setattr(journal_module, "REOPEN_EVERY_S", 0.0)
     seen = []
-    app = make_app(tmp_path, path, [code(0), code(1), lambda: seen.append(app.alarms()),
-                                    lambda: tmpfs.remount(disk, "rw"), code(2)])
+    app = make_app(tmp_path, path, [code(0), code(1), lambda: seen.append(app.alarms()), make_writable, code(2)])
     result = app.run()
     assert {"journal_unavailable", "journal_failed"} <= set(seen[0])
     assert result.counters["checkins"] == 3 and result.held_at_stop == 0
     assert len(rows(path)) == 5 and result.counters["journaled"] == 3
 
 
-def test_kiosk_check_says_a_read_only_journal_is_not_writable(tmp_path, tmpfs, capsys):
-    disk = tmpfs("8m")
-    path = disk / "journal.sqlite"
-    _ran_once(tmp_path, path)
-    tmpfs.remount(disk, "ro")
-    status = main(["check", "--set", f"journal.path={path}", "--set", f"roster.path={tmp_path}/roster.json",
-                   "--set", f"trust.path={tmp_path}/trust.json", "--set", "camera.type=none",
-                   "--set", "display.type=none", "--set", "gpio.pin_factory=mock", "--set", "mqtt.enabled=false",
-                   "--set", "clock.source=assume_synced"])
+CHECK = ["--set", "camera.type=none", "--set", "display.type=none", "--set", "gpio.pin_factory=mock",
+         "--set", "mqtt.enabled=false", "--set", "clock.source=assume_synced"]
+
+
+def test_kiosk_check_says_a_read_only_journal_is_not_writable(tmp_path, read_only, capsys):
+    path, make_read_only, make_writable = read_only
+    sets = ["--set", f"journal.path={path}", "--set", f"roster.path={tmp_path}/roster.json",
+            "--set", f"trust.path={tmp_path}/trust.json", *CHECK]
+    make_read_only()
+    status = main(["check", *sets])
     checks = {c["check"]: c for c in map(json.loads, capsys.readouterr().out.splitlines())}
     assert status == 1 and checks["journal"]["ok"] is False
     assert "read-only" in checks["journal"]["detail"]
-    tmpfs.remount(disk, "rw")
-    assert main(["check", "--set", f"journal.path={path}", "--set", "camera.type=none", "--set", "display.type=none",
-                 "--set", "gpio.pin_factory=mock", "--set", f"roster.path={tmp_path}/roster.json",
-                 "--set", f"trust.path={tmp_path}/trust.json", "--set", "clock.source=assume_synced"]) in (0, 1)
+    make_writable()
+    main(["check", *sets])
     checks = {c["check"]: c for c in map(json.loads, capsys.readouterr().out.splitlines())}
     assert checks["journal"]["ok"] is True and "writable" in checks["journal"]["detail"]
 
@@ -191,7 +207,7 @@ def test_kiosk_run_exits_74_when_it_stops_with_checkins_it_could_not_store(tmp_p
     disk = tmpfs("8m")
     path = disk / "journal.sqlite"
     _ran_once(tmp_path, path)
-    tmpfs.remount(disk, "ro")
+    tmpfs.remount(disk, "ro")   # the whole card: nowhere to save them either
     scenes = tmp_path / "scenes"
     scenes.mkdir()
     shutil.copy(REPO / "kiosk" / "data" / "scenes" / "02_thu_phone.jpg", scenes)

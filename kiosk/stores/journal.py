@@ -162,8 +162,7 @@ class Journal:
             journal_schema.repage(db, self.path)  # a schema-1 file, or one whose rewrite had to wait
             if self.service:
                 # A writer must be able to write: a read-only file opens, then loses every check-in.
-                db.execute("BEGIN IMMEDIATE")
-                db.execute("ROLLBACK")
+                self._probe_write(db)
         except (sqlite3.Error, StorageError) as exc:
             db.close()
             if isinstance(exc, StorageError):
@@ -451,10 +450,16 @@ class Journal:
             raise StorageError(f"the journal folder {self.path.parent} is not writable by this user: "
                                "check its owner and mode and that the file system is mounted read-write")
         try:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('write_probe', ?)", (time.time(),))
-            self.db.execute("ROLLBACK")
+            self._probe_write(self.db)
         except sqlite3.Error as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
             raise storage_error("write to", self.path, exc) from None
+
+    @staticmethod
+    def _probe_write(db: sqlite3.Connection) -> None:
+        """Write a row and roll it back (nothing reaches the disk). BEGIN IMMEDIATE alone passes on a file
+        that cannot be written (an immutable file opens read-only): the write itself fails."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('write_probe', ?)", (time.time(),))
+        finally:
+            db.execute("ROLLBACK")
