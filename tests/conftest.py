@@ -221,6 +221,18 @@ def fill_journal(path: str | Path, n: int, *, site: str = "s1", device: str = "d
     return journal_ids(path)[-n:] if n else []
 
 
+def journal_events(path: str | Path) -> list[sqlite3.Row]:
+    """Every row of a journal as events (`id` stored or derived), in seq order."""
+    from kiosk.stores.checkins import SELECT_EVENTS
+
+    db = sqlite3.connect(str(path), timeout=30)
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(f"{SELECT_EVENTS} ORDER BY seq").fetchall()
+    finally:
+        db.close()
+
+
 def journal_states(path: str | Path) -> dict[str, int]:
     db = sqlite3.connect(str(path), timeout=30)
     try:

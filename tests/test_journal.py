@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from conftest import journal_events
 from kiosk.cli import main
 from kiosk.errors import StorageError
-from kiosk.stores.checkins import SELECT_EVENTS
 from kiosk.stores.journal import Journal, event_from_row
 from kiosk.model import Decision
 
@@ -40,13 +40,7 @@ def journal(tmp_path):
     j.close()
 
 
-def raw_rows(path) -> list[sqlite3.Row]:
-    db = sqlite3.connect(path)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(f"{SELECT_EVENTS} ORDER BY seq").fetchall()
-    finally:
-        db.close()
+raw_rows = journal_events
 
 
 def test_append_returns_the_event_and_reads_back(journal):

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from conftest import journal_events
 from kiosk import config
 from kiosk.app import App
 from kiosk.cli import main
 from kiosk.errors import StorageError
 from kiosk.model import Decision
 from kiosk.stores import held, journal as journal_module
-from kiosk.stores.checkins import SELECT_EVENTS
 from kiosk.stores.journal import JOURNAL_SIZE_LIMIT, Journal
 from kiosk.stores.outbox import Outbox
 
@@ -65,13 +65,7 @@ def make_app(tmp_path: Path, journal: Path, script: list, *extra: str) -> App:
     return app
 
 
-def rows(path: Path) -> list[sqlite3.Row]:
-    db = sqlite3.connect(path)
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(f"{SELECT_EVENTS} ORDER BY seq").fetchall()
-    finally:
-        db.close()
+rows = journal_events
 
 
 def refs(path: Path) -> list[str]:

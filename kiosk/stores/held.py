@@ -16,6 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 from kiosk.model import Decision
+from kiosk.stores.documents import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,7 @@ def save(path: Path, decisions: list[Decision]) -> None:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(path.parent)
 
 
 def load(path: Path) -> tuple[str, list[Decision]] | None:

@@ -11,6 +11,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 
+from kiosk.stores.documents import fsync_dir
+
 log = logging.getLogger(__name__)
 
 BACKUP_STEP_PAGES = 1024   # pages copied per step; the kiosk may write between steps
@@ -24,14 +26,6 @@ def identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_dev, st.st_ino
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _stamp() -> str:
@@ -91,7 +85,7 @@ def move_aside(path: Path, tag: str) -> Path:
         side = Path(str(path) + suffix)
         if side.exists():
             os.replace(side, Path(str(target) + suffix))
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     return target
 
 
@@ -137,7 +131,7 @@ def restore(db: sqlite3.Connection, path: Path) -> None:
     for suffix in SIDE_FILES[1:]:
         Path(str(path) + suffix).unlink(missing_ok=True)
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     db.close()
 
 
@@ -158,7 +152,7 @@ def _copy(db: sqlite3.Connection, target: Path) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, target)
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def backup(db: sqlite3.Connection, target: Path, site: str, device: str) -> int:

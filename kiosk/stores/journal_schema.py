@@ -21,6 +21,7 @@ from kiosk.stores.checkins import DDL, PAGE_SIZE, PENDING, QUEUED_SQL, SCHEMA_VE
 
 log = logging.getLogger(__name__)
 
+# Schema 1 verbatim, never derived from today's table: a migration must read exactly what was written.
 V1_DDL = """
 CREATE TABLE IF NOT EXISTS checkins (
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
