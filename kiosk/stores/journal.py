@@ -75,9 +75,10 @@ def is_full(exc: BaseException) -> bool:
 class Journal:
     """The check-in journal of one device. Owned by one thread (the pipeline's); not shared across threads.
 
-    The service opens it with `check_on_start` (PRAGMA quick_check; a damaged file is moved aside and a fresh
-    journal started, with the `journal_moved_aside` alarm) and a `reserve_bytes` file released when the disk
-    fills. Commands open it plainly: a damaged file is reported, never moved.
+    The service opens it with `service=True`: PRAGMA quick_check (unless `quick_check=False`; a damaged file is
+    moved aside and a fresh journal started, with the `journal_moved_aside` alarm), a write probe (a journal
+    that cannot be written leaves the object open but `unavailable`, retried on use), and a `reserve_bytes`
+    file released when the disk fills. Commands open it plainly: a damaged file is reported, never moved.
     """
 
     def __init__(self, path: str | Path, *, site: str, device: str, service: bool = False,
