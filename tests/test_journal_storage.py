@@ -257,10 +257,6 @@ def test_a_full_disk_uses_the_reserve_then_holds_and_loses_nothing(tmp_path, tmp
     assert state["wal"] <= JOURNAL_SIZE_LIMIT
 
 
-def test_the_service_journal_keeps_its_wal_small():
-    assert journal_module.WAL_AUTOCHECKPOINT_PAGES * 1048 < JOURNAL_SIZE_LIMIT
-
-
 # ---------------------------------------------------------------- 10. integrity
 def _damaged(path: Path, n: int = 600) -> None:
     journal = Journal(path, site="s1", device="d1")
@@ -349,4 +345,4 @@ def test_the_window_between_feedback_and_commit_is_measured(tmp_path):
     result = app.run()
     p50, p99 = result.counters["shown_to_stored_p50_ms"], result.counters["shown_to_stored_p99_ms"]
     assert 0 < p50 <= p99
-    assert "shown_to_stored_p99_ms" in app.telemetry()
+    assert app.telemetry(app.alarms())["shown_to_stored_p99_ms"] == p99
