@@ -26,8 +26,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from kiosk.codes import base45, cose
-from kiosk.codes.dcc import CLAIM_EXP, CLAIM_HCERT, CLAIM_IAT, CLAIM_ISS, PREFIX, DccVerifier, revocation_hashes
+from kiosk.codes.dcc import (
+    CLAIM_EXP,
+    CLAIM_HCERT,
+    CLAIM_IAT,
+    CLAIM_ISS,
+    PREFIX,
+    DccVerifier,
+    revocation_hashes,
+)
 from kiosk.codes.hcert import TEST_DETECTED
+from kiosk.errors import DataError, StorageError
 from kiosk.stores.documents import atomic_write_bytes
 from kiosk.stores.trust import kid_of
 
@@ -68,8 +77,12 @@ def create_signer(out_dir: Path) -> SigningKey:
     """Write a new TEST signer to `out_dir` (private key and certificate, PEM). Refuses to overwrite one."""
     out_dir = Path(out_dir)
     if (out_dir / KEY_FILE).exists():
-        raise FileExistsError(f"{out_dir / KEY_FILE} exists; choose another folder or delete it first")
-    out_dir.mkdir(parents=True, exist_ok=True)
+        raise DataError(f"{out_dir / KEY_FILE} exists; choose another folder or delete it first")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the folder {out_dir}: {exc.strerror} (choose a folder you can write)") \
+            from None
     signer = new_signer()
     atomic_write_bytes(out_dir / KEY_FILE, signer.private_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
@@ -80,11 +93,21 @@ def create_signer(out_dir: Path) -> SigningKey:
 
 
 def load_signer(key_dir: Path) -> SigningKey:
+    """The TEST signer `kiosk issue key` wrote to `key_dir`; DataError naming the fix when there is none."""
     key_dir = Path(key_dir)
-    key = serialization.load_pem_private_key((key_dir / KEY_FILE).read_bytes(), password=None)
+    made_by = f"make one with `kiosk issue key --out {key_dir}`"
+    try:
+        key_pem, cert_pem = (key_dir / KEY_FILE).read_bytes(), (key_dir / CERT_FILE).read_bytes()
+    except OSError as exc:
+        raise DataError(f"{key_dir} holds no TEST signer ({exc.filename}: {exc.strerror}); {made_by}") from None
+    try:
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        cert = x509.load_pem_x509_certificate(cert_pem)
+    except (ValueError, TypeError):
+        raise DataError(f"{key_dir} does not hold a TEST signer made by `kiosk issue key` "
+                        f"({KEY_FILE} or {CERT_FILE} is not a PEM key and certificate); {made_by}") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey):
-        raise ValueError(f"{key_dir / KEY_FILE} is not an EC key")
-    cert = x509.load_pem_x509_certificate((key_dir / CERT_FILE).read_bytes())
+        raise DataError(f"{key_dir / KEY_FILE} is not an EC key; {made_by}")
     return SigningKey(key, cert.public_bytes(serialization.Encoding.DER))
 
 
@@ -152,7 +175,10 @@ class _OneSigner:
 
 
 def write_qr_png(text: str, path: Path, scale: int = 4) -> None:
-    segno.make_qr(text, error="q").save(str(path), scale=scale, border=4)
+    try:
+        segno.make_qr(text, error="q").save(str(path), scale=scale, border=4)
+    except OSError as exc:
+        raise StorageError(f"cannot write {path}: {exc.strerror} (choose a folder you can write)") from None
 
 
 def _icao(text: str) -> str:

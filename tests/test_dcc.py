@@ -315,7 +315,8 @@ def test_issue_trust_and_decide_commands(tmp_path):
     key_dir = tmp_path / "signer"
     made = _kiosk("issue", "key", "--out", str(key_dir), cwd=tmp_path)
     assert made.returncode == 0, made.stderr
-    assert _kiosk("issue", "key", "--out", str(key_dir), cwd=tmp_path).returncode == 1  # never overwrites a key
+    again = _kiosk("issue", "key", "--out", str(key_dir), cwd=tmp_path)
+    assert again.returncode == 65 and "exists" in again.stderr  # never overwrites a key
     imported = _kiosk("trust", "import", str(key_dir / CERT_FILE), cwd=tmp_path)
     assert json.loads(imported.stdout)["count"] == 1, imported.stderr
     shown = json.loads(_kiosk("trust", "show", cwd=tmp_path).stdout)
@@ -344,6 +345,37 @@ def test_issue_trust_and_decide_commands(tmp_path):
         decision = decide(issue("--dose", "2021-11-01", *extra), "2021-11-15")
         assert (decision["verdict"], decision["reason"]) == ("invalid", reason)
         assert decision["subject"] == {}
+
+
+def test_the_readme_example_verifies_under_the_demo_clock(tmp_path):
+    """`kiosk issue cert` without --iat issues "now" by the configured clock: the demo's 2021 clock reads it."""
+    key_dir = tmp_path / "signer"
+    assert _kiosk("issue", "key", "--out", str(key_dir), cwd=tmp_path).returncode == 0
+    assert _kiosk("trust", "import", str(key_dir / CERT_FILE), cwd=tmp_path).returncode == 0
+    text = _kiosk("issue", "cert", "--key", str(key_dir), "--name", "NGUYEN VAN THU", "--dob", "1990-12-01",
+                  "--dose", "2021-11-01", cwd=tmp_path).stdout.strip()
+    decided = json.loads(_kiosk("decide", text, cwd=tmp_path).stdout)  # the demo config's fixed clock
+    assert (decided["verdict"], decided["reason"]) == ("green", "vaccinated_14d")
+
+
+@pytest.mark.parametrize("argv, status, says", [
+    (["issue", "key", "--out", "/proc/no/such/folder"], 74, "cannot create the folder"),
+    (["issue", "cert", "--key", "{tmp}/none", "--name", "A B", "--dob", "1990", "--dose", "2021-11-01"], 65,
+     "holds no TEST signer"),
+    (["issue", "cert", "--key", "{tmp}/junk", "--name", "A B", "--dob", "1990", "--dose", "2021-11-01"], 65,
+     "does not hold a TEST signer"),
+    (["issue", "cert", "--key", "{tmp}/signer", "--name", "A B", "--dob", "1990", "--dose", "2021-11-01",
+      "--png", "/proc/no/q.png"], 74, "cannot write /proc/no/q.png"),
+    (["issue", "revocation", "--key", "{tmp}/none", "HC1:X"], 65, "holds no TEST signer"),
+])
+def test_issue_commands_name_the_fix_instead_of_a_traceback(tmp_path, argv, status, says):
+    assert _kiosk("issue", "key", "--out", str(tmp_path / "signer"), cwd=tmp_path).returncode == 0
+    (tmp_path / "junk").mkdir()
+    for name in ("signer-key.pem", "signer.pem"):
+        (tmp_path / "junk" / name).write_text("not a key")
+    done = _kiosk(*(a.format(tmp=tmp_path) for a in argv), cwd=tmp_path)
+    assert done.returncode == status, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr
 
 
 def test_signer_limited_by_key_usage(tmp_path):

@@ -80,3 +80,23 @@ def test_demo_scenes_give_the_expected_verdicts(tmp_path, capsys):
     expected = {(e["kind"], e["verdict"], e["reason"]) for e in manifest["entries"] if e.get("verdict")}
     assert got == expected
     assert summary["frames"] == len(manifest["entries"])
+
+
+def test_a_second_demo_says_it_starts_afresh_and_keep_keeps_the_journal(tmp_path, capsys):
+    def demo(*flags):
+        argv = ["demo", *flags, "--drain-seconds", "0"]
+        for s in (f"journal.path={tmp_path}/journal.sqlite", f"roster.path={tmp_path}/roster.json",
+                  f"trust.path={tmp_path}/trust.json", f"display.path={tmp_path}/screens", "mqtt.port=1"):
+            argv += ["--set", s]
+        assert main(argv) == 0
+        out = capsys.readouterr()
+        return json.loads(out.out.splitlines()[-1]), out.err
+
+    first, said = demo()
+    assert "starting afresh" not in said  # nothing was there to remove
+    second, said = demo()
+    assert f"starting afresh: removed the previous demo's" in said and "--keep keeps them" in said
+    assert second["journal_rows"] == first["journal_rows"]
+    kept, said = demo("--keep")
+    assert "starting afresh" not in said
+    assert kept["journal_rows"] == second["journal_rows"] + kept["checkins"]  # --keep added to the journal

@@ -34,19 +34,23 @@ def register(sub: Subparsers, common: Parser) -> None:
 DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"
 
 
-def _reset(cfg: Config) -> None:
-    """Start from a clean demo state: journal, roster, trust list and screens of this config only."""
+def _reset(cfg: Config) -> list[Path]:
+    """Start from a clean demo state: journal, roster, trust list, screens and console store of this config only.
+    The paths that existed and were removed."""
     journal = Path(cfg.journal.path)
-    for path in (journal, journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm"),
-                 Path(cfg.roster.path), Path(cfg.trust.path)):
-        path.unlink(missing_ok=True)
-    if cfg.display.type == "png":
-        shutil.rmtree(cfg.display.path, ignore_errors=True)
+    files = [journal, journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm"),
+             Path(cfg.roster.path), Path(cfg.trust.path)]
     console = cfg.console.database_url            # kiosk demo --console's store, a file unless a URL
     if "://" not in console:
         path = (cfg.source.resolve().parent if cfg.source else Path.cwd()) / console
-        for stale in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            stale.unlink(missing_ok=True)
+        files += [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    removed = [path for path in files if path.exists()]
+    for path in removed:
+        path.unlink()
+    if cfg.display.type == "png" and Path(cfg.display.path).exists():
+        shutil.rmtree(cfg.display.path, ignore_errors=True)
+        removed.append(Path(cfg.display.path))
+    return removed
 
 
 def run(args: Args) -> int:
@@ -57,7 +61,11 @@ def run(args: Args) -> int:
         # never wipe the journal (unsent check-ins), roster or trust list of a real configuration
         print("kiosk demo: --config given: keeping its journal, roster and trust list", file=sys.stderr)
     elif not args.keep:
-        _reset(cfg)
+        removed = _reset(cfg)
+        if removed:
+            print(f"kiosk demo: starting afresh: removed the previous demo's {len(removed)} files and folders "
+                  f"(journal, roster, trust list, screens) in {Path(cfg.journal.path).parent} (--keep keeps them)",
+                  file=sys.stderr)
     app = App(cfg)
     app.pipeline.keep_decisions = True
     app.wait_for_screens = True

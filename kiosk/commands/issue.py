@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import sys
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, timedelta
 from pathlib import Path
 
 from kiosk.commands import Args, Parser, Subparsers, emit, load_config
@@ -33,7 +33,7 @@ def register(sub: Subparsers, common: Parser) -> None:
     kind.add_argument("--dose", action="append", metavar="DATE[:PRODUCT]", help="a vaccination (repeatable)")
     kind.add_argument("--recovered", metavar="DATE", help="first positive test date")
     kind.add_argument("--test", action="append", metavar="DATE:negative|positive", help="a test result")
-    cert.add_argument("--iat", metavar="ISO-8601", help="issued at (default: now)")
+    cert.add_argument("--iat", metavar="ISO-8601", help="issued at (default: now by the configured clock)")
     cert.add_argument("--exp", metavar="ISO-8601", help="expires (default: a year after --iat)")
     cert.add_argument("--tamper", action="store_true", help="change a payload byte after signing")
     cert.add_argument("--unknown-key", action="store_true", help="sign with a throwaway key nobody trusts")
@@ -54,20 +54,18 @@ def register(sub: Subparsers, common: Parser) -> None:
 def run_key(args: Args) -> int:
     from kiosk.issuing import CERT_FILE, create_signer
 
-    try:
-        signer = create_signer(args.out)
-    except FileExistsError as exc:
-        print(f"kiosk issue key: {exc}", file=sys.stderr)
-        return 1
+    signer = create_signer(args.out)  # a DataError or StorageError names the fix; kiosk.cli prints it
     emit({"certificate": str(args.out / CERT_FILE), "kid": base64.b64encode(signer.kid).decode("ascii")})
     return 0
 
 
 def run_cert(args: Args) -> int:
     from kiosk import issuing
+    from kiosk.app import build_clock
     from kiosk.quirks import with_quirks
 
-    tz = load_config(args).site.timezone
+    cfg = load_config(args)
+    tz = cfg.site.timezone
     try:
         doses = [_dose(d) for d in args.dose or ()]
         recovered = date.fromisoformat(args.recovered) if args.recovered else None
@@ -78,7 +76,9 @@ def run_cert(args: Args) -> int:
         print(f"kiosk issue cert: {exc}", file=sys.stderr)
         return 2
     signer = issuing.new_signer() if args.unknown_key else issuing.load_signer(args.key)
-    iat = iat or datetime.now(timezone.utc)
+    # Issued "now" by the configured clock: under the demo's fixed 2021 clock a certificate issued today would be
+    # not_yet_valid to the kiosk that has to read it.
+    iat = iat or build_clock(cfg).now()
     cert, kid_unprotected = with_quirks(
         issuing.health_certificate(args.name, args.dob, doses=doses, recovered=recovered, tests=tests), args.quirk)
     text = issuing.sign_hc1(signer, cert, iat=iat, exp=exp or iat + timedelta(days=365), tamper=args.tamper,
