@@ -44,7 +44,7 @@ INPUT_WAIT_S = 0.1  # longest wait for input in one loop round (button and downl
 T = TypeVar("T")
 U = TypeVar("U")
 D = TypeVar("D", bound=Device)
-S = TypeVar("S", "Roster", "TrustList")
+S = TypeVar("S", bound="TrustList")
 
 
 # ---------------------------------------------------------------- builders, one per port
@@ -89,10 +89,13 @@ def build_clock(cfg: Config) -> Clock:
 
 
 def build_roster(cfg: Config) -> Roster:
-    """The roster; on first use it is provisioned from roster.seed_csv when one is configured."""
+    """The roster; one never written yet is provisioned from roster.seed_csv when one is configured."""
     from kiosk.stores.roster import Roster
 
-    return _provisioned(Roster, cfg.roster.path, cfg.roster.seed_csv, lambda roster, seed: roster.import_csv(seed))
+    roster = Roster(cfg.roster.path, badge_prefix=cfg.codes.badge_prefix)
+    if cfg.roster.seed_csv and roster.updated_at is None:
+        roster.import_csv(cfg.roster.seed_csv)
+    return roster
 
 
 def build_trust(cfg: Config) -> TrustList:

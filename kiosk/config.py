@@ -268,10 +268,12 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class RosterConfig:
-    path: str = key(PathValue("roster.json", "Roster of people (TinyDB file, created on first use)."))
+    path: str = key(PathValue("roster.sqlite", "Roster of people (SQLite file, created on first use; a TinyDB roster "
+                              "of an earlier version found there, or as roster.json beside the default name, is "
+                              "migrated on first start)."))
     max_age_hours: float = key(Float(0.0, "Roster older than this is stale and the fail policy applies (0: never).",
                                      min=0, max=87600))
-    seed_csv: str = key(PathValue("", "Roster CSV imported when the roster file does not exist yet "
+    seed_csv: str = key(PathValue("", "Roster CSV imported when the roster has never been written "
                               "(provisioning; empty: none)."))
 
 

@@ -29,10 +29,11 @@ class DataError(KioskError):
     exit_status = 65  # EX_DATAERR
     MAX_LISTED = 200  # a wrong file can have a million bad lines: the first ones show what is wrong
 
-    def __init__(self, message: str, problems: list[str] | None = None):
+    def __init__(self, message: str, problems: list[str] | None = None, omitted: int = 0):
+        """`omitted`: how many more problems there were beyond `problems` (a caller that kept only the first)."""
         problems = list(problems or [])
-        if len(problems) > self.MAX_LISTED:
-            problems = problems[:self.MAX_LISTED] + [f"... and {len(problems) - self.MAX_LISTED} more"]
+        omitted += max(0, len(problems) - self.MAX_LISTED)
+        problems = problems[:self.MAX_LISTED] + ([f"... and {omitted} more"] if omitted else [])
         self.problems = problems
         text = message if not self.problems else message + "\n" + "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(text)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # types for annotations only: importing ports costs nothing a
     from kiosk.model import Decision, ParsedCode, Person
     from kiosk.mqtt.downlink import Command
     from kiosk.stores.revocation import Batch
-    from kiosk.stores.roster import RosterEntry
+    from kiosk.stores.roster_rows import RosterEntry
     from kiosk.stores.trust import Signer
 
     Frame: TypeAlias = npt.NDArray[np.uint8]  # a greyscale frame: 2-D uint8, the camera's Y plane
@@ -178,7 +178,8 @@ class Outbox(Protocol):
 
 
 class Roster(Protocol):
-    """The roster of people (kiosk.stores.roster): looked up per scan, changed by import and MQTT."""
+    """The roster of people (kiosk.stores.roster): looked up per scan on the pipeline thread, changed by import and
+    MQTT on any thread (each change is one transaction; a reader sees it on its next lookup)."""
 
     @property
     def updated_at(self) -> datetime | None: ...
@@ -194,11 +195,15 @@ class Roster(Protocol):
     def parse_entries(self, rows: list[dict[str, Any]]) -> list[RosterEntry]:
         """Validate rows completely (DataError listing every problem); nothing changes."""
 
-    def replace_all(self, entries: list[RosterEntry], version: int | None) -> None: ...
+    def apply(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """The MQTT `roster` command (replace, add, remove; version, force): the roster's own rules applied,
+        DataError naming why nothing changed, else the answer (count, version)."""
 
-    def upsert(self, entries: list[RosterEntry]) -> None: ...
+    def replace_all(self, entries: Iterable[RosterEntry], version: int | None = None, *, force: bool = False) -> int: ...
 
-    def remove(self, keys: list[str]) -> int: ...
+    def upsert(self, entries: list[RosterEntry], *, version: int | None = None) -> int: ...
+
+    def remove(self, keys: list[str], *, version: int | None = None) -> int: ...
 
 
 class SignerKeys(Protocol):

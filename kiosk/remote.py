@@ -47,28 +47,10 @@ class Dependencies:
 
 
 def roster(payload: Payload, deps: Dependencies) -> Result:
-    """`op`: `replace` (default; optional integer `version`), `add`/`upsert` with `entries`, `remove` with `keys`."""
-    op = payload.get("op", "replace")
-    if op == "remove":
-        keys = payload.get("keys")
-        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
-            raise DataError("roster remove: 'keys' must be a list of ID/QID strings")
-        removed = deps.roster.remove(keys)
-        return {"removed": removed, "count": deps.roster.count}
-    rows = payload.get("entries")
-    if not isinstance(rows, list):
-        raise DataError("roster: 'entries' must be a list of rows (id, qid, name, doses, recovered, staff)")
-    entries = deps.roster.parse_entries(rows)
-    if op == "replace":
-        version = payload.get("version")
-        if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
-            raise DataError("roster replace: 'version' must be an integer")
-        deps.roster.replace_all(entries, version)
-    elif op in ("add", "upsert"):
-        deps.roster.upsert(entries)
-    else:
-        raise DataError(f"roster: unknown op {op!r} (replace, add, remove)")
-    return {"count": deps.roster.count, "version": deps.roster.version}
+    """`op`: `replace` (default) with `entries`, optional `version` and `force`; `add`/`upsert` with `entries`;
+    `remove` with `keys`. The roster's own rules (well-formed IDs, versions only forward, `force` to remove most
+    of it) are the store's: `Roster.apply`."""
+    return deps.roster.apply(payload)
 
 
 def trust(payload: Payload, deps: Dependencies) -> Result:

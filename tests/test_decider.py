@@ -39,7 +39,7 @@ def make_cfg(tmp_path, mode="health", **site):
 
 @pytest.fixture
 def roster(tmp_path):
-    r = Roster(tmp_path / "roster.json")
+    r = Roster(tmp_path / "roster.sqlite", badge_prefix="KB:")  # the site's badges (make_cfg) are roster IDs
     path = tmp_path / "roster.csv"
     path.write_text(ROSTER_CSV + "KB-0042,,GUARD,2021-10-01,,yes\n", encoding="utf-8")
     r.import_csv(path)

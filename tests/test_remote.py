@@ -39,7 +39,7 @@ def test_roster_commands(app):
     assert out["count"] == 2
     khach = app.pipeline.handle_text(KHACH)
     assert (khach.verdict, khach.reason) == ("green", "recovered_180d")
-    assert run(app, "roster", {"op": "remove", "keys": ["C0000004"]}) == {"removed": 1, "count": 1}
+    assert run(app, "roster", {"op": "remove", "keys": ["C0000004"]}) == {"removed": 1, "count": 1, "version": 7}
     for bad in ({"op": "replace", "entries": [{"id": "079090000001", "doses": "yesterday"}]},
                 {"op": "add", "entries": [{"name": "no id or qid"}]},
                 {"op": "replace", "entries": "not a list"},

@@ -151,7 +151,7 @@ def test_install_creates_the_expected_tree(tmp_path, example):
         p.startswith("/var/lib/kiosk/") for p in re.findall(r'^path = "(.+)"$', text, re.M))
     assert text.replace("/var/lib/kiosk/", "") == example
     cfg = config.load(conf)
-    assert cfg.journal.path == "/var/lib/kiosk/journal.sqlite" and cfg.roster.path == "/var/lib/kiosk/roster.json"
+    assert cfg.journal.path == "/var/lib/kiosk/journal.sqlite" and cfg.roster.path == "/var/lib/kiosk/roster.sqlite"
     # with --prefix the host is never changed: the commands are only printed
     out = result.stdout
     for command in ("useradd --system", "usermod --append --groups video,gpio,i2c,spi,dialout,input kiosk",

@@ -37,9 +37,10 @@ DEMO_USER, DEMO_PASSWORD = "demo", "demo-password"
 def _reset(cfg: Config) -> list[Path]:
     """Start from a clean demo state: journal, roster, trust list, screens and console store of this config only.
     The paths that existed and were removed."""
-    journal = Path(cfg.journal.path)
+    journal, roster = Path(cfg.journal.path), Path(cfg.roster.path)
     files = [journal, journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm"),
-             Path(cfg.roster.path), Path(cfg.trust.path)]
+             roster, roster.with_name(roster.name + "-wal"), roster.with_name(roster.name + "-shm"),
+             Path(cfg.trust.path)]
     console = cfg.console.database_url            # kiosk demo --console's store, a file unless a URL
     if "://" not in console:
         path = (cfg.source.resolve().parent if cfg.source else Path.cwd()) / console
