@@ -27,6 +27,7 @@ from kiosk.ports import (Camera, Clock, Decoder, Device, Display, Gpio, LoopMoni
 from kiosk.ports import Roster as RosterPort
 from kiosk.remote import COMMAND_HANDLERS, Dependencies
 from kiosk.site import SiteState
+from kiosk.worker import Worker
 
 if TYPE_CHECKING:
     from kiosk.decider import Decider
@@ -268,9 +269,11 @@ class App:
             else:
                 self.uplink = Uplink(cfg, cfg.journal.path)
         # what downlink commands may change; they run on this (the app's) thread, in _step
+        self.roster_worker = Worker("roster update")  # applies roster commands while the pipeline scans
         self.commands = Dependencies(roster=self.roster, trust=self.trust, revocations=self.revocations,
                                      keys=self.keys, site=self.site, clock=self.clock,
-                                     link_state=lambda: self.uplink.state if self.uplink else {})
+                                     link_state=lambda: self.uplink.state if self.uplink else {},
+                                     background=self.roster_worker.submit)
         self.pipeline = Pipeline(
             decider=self.decider, feedback=self.feedback, journal=self.journal, clock=self.clock,
             decoder=self.decoder, debounce_seconds=cfg.site.debounce_seconds,
@@ -516,6 +519,8 @@ class App:
                     log.exception("closing %s failed", name)
         if self.uplink:
             self.uplink.stop()
+        self.roster_worker.close()
+        self.roster.close()
         self.feedback.close()
         for part in (self.gpio.indicator, self.gpio.buzzer, self.gpio.relay, self.gpio.button):
             if part is not None:

@@ -3,8 +3,10 @@
 The uplink's envelope (`kiosk.mqtt.downlink.execute`) has already checked the size, the JSON and the
 correlation id. A handler validates the whole payload before it changes anything, raises DataError to refuse
 it (nothing changed; the reason goes back in the answer) and returns the result to answer with. Handlers run
-on the app thread, the only thread that touches the roster, trust and revocation stores, the site's key ring
-and the site state.
+on the app thread, the only thread that touches the trust and revocation stores, the site's key ring and the
+site state. The roster is the exception, made for it: its changes run on `deps.background` (the app's roster
+worker: a 100,000-row replacement must not stop scanning), each one SQLite transaction that the pipeline's
+lookups see once committed; the handler returns the worker's Future and the answer goes out when it is done.
 
 Adding a command: write `def name(payload, deps) -> dict` here and add it to COMMAND_HANDLERS; it is then
 heard on `{prefix}/cmd/{name}` and `kiosk/{site}/all/cmd/{name}` and answered on `.../cmd/{name}/result`.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -44,13 +47,15 @@ class Dependencies:
     clock: Clock
     link_state: Callable[[], Mapping[str, Any]]       # the uplink's connection state (`ping`)
     wall: Callable[[], float] = field(default=time.time)
+    # Where slow work runs: the app gives its roster worker (kiosk.worker.Worker.submit); by default, right here.
+    background: Callable[[Callable[[], Result]], Result | Future[Result]] = field(default=lambda job: job())
 
 
-def roster(payload: Payload, deps: Dependencies) -> Result:
+def roster(payload: Payload, deps: Dependencies) -> Result | Future[Result]:
     """`op`: `replace` (default) with `entries`, optional `version` and `force`; `add`/`upsert` with `entries`;
     `remove` with `keys`. The roster's own rules (well-formed IDs, versions only forward, `force` to remove most
-    of it) are the store's: `Roster.apply`."""
-    return deps.roster.apply(payload)
+    of it) are the store's: `Roster.apply`, run on the roster worker."""
+    return deps.background(lambda: deps.roster.apply(payload))
 
 
 def trust(payload: Payload, deps: Dependencies) -> Result:

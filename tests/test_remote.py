@@ -1,6 +1,8 @@
 """Downlink command handlers (kiosk.remote) on the real App's roster, trust list and site state."""
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from dataclasses import replace
 
 import pytest
@@ -22,7 +24,19 @@ def app(tmp_path):
 
 
 def run(app, name, payload):
-    return remote.COMMAND_HANDLERS[name](payload, app.commands)
+    """A command's result; a roster command's work is done on the roster worker: its Future is waited for."""
+    out = remote.COMMAND_HANDLERS[name](payload, app.commands)
+    return out.result(timeout=30) if isinstance(out, Future) else out
+
+
+def test_a_roster_command_runs_on_the_roster_worker_not_the_app_thread(app):
+    threads = []
+    real = app.roster.apply
+    app.roster.apply = lambda payload: threads.append(threading.current_thread().name) or real(payload)
+    pending = remote.COMMAND_HANDLERS["roster"]({"entries": [{"id": "079090000001"}]}, app.commands)
+    assert isinstance(pending, Future)
+    assert pending.result(timeout=30) == {"count": 1, "version": 2}  # the seeded roster was version 1
+    assert threads == ["roster update"]
 
 
 def test_the_table_holds_every_command():

@@ -310,7 +310,8 @@ def test_downlink_commands_take_effect_on_the_next_scan_and_bad_ones_change_noth
     assert answer["ok"] is False and "mode" in answer["error"]
     assert scan() == ("green", "vaccinated_14d", "out", "health")
 
-    assert command("roster", {"op": "remove", "keys": ["C0000004"]})["result"] == {"removed": 1, "count": 0}
+    assert command("roster", {"op": "remove", "keys": ["C0000004"]})["result"] == {"removed": 1, "count": 0,
+                                                                                 "version": 3}
     assert scan() == ("black", "no_health_data", "out", "health")
     assert command("ping", {"id": 5})["result"]["pong"] is True
     assert app.uplink.counters["commands_rejected"] == 7

@@ -167,7 +167,8 @@ def test_the_alarm_is_on_the_screen_while_the_worker_keeps_dying_and_clears_once
 
 
 def test_telemetry_carries_the_app_snapshot_and_only_the_app_thread_touches_the_stores(tmp_path):
-    """Roster, trust and revocation lists, the site's key ring: every read (a file re-read check) and write."""
+    """Trust and revocation lists, the site's key ring: every read (a file re-read check) and write. (The roster
+    is made for other threads, each change one SQLite transaction: its commands run on the roster worker.)"""
     broker = FakeBroker()
     # stale limits on: staleness checks read the stores' files (the old telemetry did that on the uplink thread)
     cfg = app_config(tmp_path, mqtt={"telemetry_seconds": 1}, roster={"max_age_hours": 48},

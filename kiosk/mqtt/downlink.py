@@ -2,13 +2,17 @@
 
 A command is a JSON object on `{prefix}/cmd/{name}` (or the site's `all/cmd/{name}`), at most
 MAX_COMMAND_BYTES; its optional `id` (a correlation id) comes back in the answer on `.../cmd/{name}/result`.
-A handler validates the whole payload before it changes anything and raises DataError to refuse it.
+A handler validates the whole payload before it changes anything and raises DataError to refuse it. A
+handler whose work is slow (a roster replacement) may return a Future instead of its result, the work going on
+off the app thread (kiosk.worker): the command is then answered once the Future is done (`finish`), with the
+same correlation id and the same ok/error answer it would have had.
 """
 from __future__ import annotations
 
 import json
 import logging
 import traceback
+from concurrent.futures import Future
 from typing import Any, Callable, Mapping, TypeVar
 
 from kiosk.errors import DataError
@@ -20,7 +24,8 @@ MAX_ACK_IDS = 10_000
 MAX_CORRELATION_ID = 128
 
 D = TypeVar("D")
-Command = Callable[[dict[str, Any], D], dict[str, Any]]   # (payload, dependencies) -> result
+Result = dict[str, Any]
+Command = Callable[[dict[str, Any], D], "Result | Future[Result]"]   # (payload, dependencies) -> result
 
 
 def execute(name: str, payload: bytes, handlers: Mapping[str, Command[D]], deps: D) -> dict[str, Any]:
@@ -43,8 +48,20 @@ def execute(name: str, payload: bytes, handlers: Mapping[str, Command[D]], deps:
     if handler is None:
         answer["error"] = f"unknown command {name!r} (known: {', '.join(sorted(handlers))})"
         return answer
+    return _answer(name, answer, lambda: handler(body, deps))
+
+
+def finish(name: str, answer: dict[str, Any], pending: Future[Result]) -> dict[str, Any]:
+    """The answer to a command whose handler returned `pending` (by `execute`, as its result), now done."""
+    answer.update(ok=False, result=None)
+    return _answer(name, answer, lambda: pending.result(timeout=0))
+
+
+def _answer(name: str, answer: dict[str, Any], call: Callable[[], Result | Future[Result]]) -> dict[str, Any]:
     try:
-        answer.update(ok=True, result=handler(body, deps))
+        answer.update(ok=True, result=call())
+        if isinstance(answer["result"], Future):
+            return answer  # answered by `finish` once done
     except (DataError, ValueError, TypeError) as exc:
         answer["error"] = str(exc)
     except Exception as exc:  # a handler bug must not stop the kiosk

@@ -8,7 +8,7 @@ Three threads, one concern each:
 - the worker thread owns the Outbox connection and runs the `Drain`.
 The connection and worker threads are supervised: one that raises is restarted with backoff and raises the
 `uplink_stopped` alarm until it works again. Downlink commands are queued here and executed on the app
-thread by `run_pending_commands`; what the app reports in telemetry comes from the snapshot it hands over
+thread by `run_pending_commands` (a slow one hands its work on and is answered when it is done); what the app reports in telemetry comes from the snapshot it hands over
 with `set_app_snapshot` (so no uplink thread touches the roster or trust stores).
 """
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import queue
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -27,7 +28,7 @@ from kiosk import __version__
 from kiosk.config import Config
 from kiosk.mqtt.backoff import backoff_delay
 from kiosk.mqtt.client import connect_kwargs, describe_error, make_client, refused, tcp_nodelay
-from kiosk.mqtt.downlink import Command, execute
+from kiosk.mqtt.downlink import Command, Result, execute, finish
 from kiosk.mqtt.drain import Drain
 from kiosk.mqtt.supervisor import Supervised
 from kiosk.mqtt.topics import Topics
@@ -71,6 +72,7 @@ class Uplink:
         self.monotonic = monotonic
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()          # network thread -> worker
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_COMMANDS)  # -> app thread
+        self._applying: list[tuple[str, dict[str, Any], Future[Result]]] = []  # app thread: answered when done
         self._stopping = threading.Event()
         self.drained = threading.Event()
         self._lock = threading.Lock()    # guards _current, _announced and the order of status messages
@@ -178,7 +180,11 @@ class Uplink:
         return {**self.state, **self.counters, "worker_restarts": self.worker_restarts, "outbox": box}
 
     def run_pending_commands(self, handlers: Mapping[str, Command[D]], deps: D, limit: int = 20) -> int:
-        """Execute queued downlink commands on the calling thread; answer each on .../cmd/{name}/result."""
+        """Execute queued downlink commands on the calling thread; answer each on .../cmd/{name}/result (one
+        whose handler handed its work to another thread once that work is done, checked on every call)."""
+        for item in [item for item in self._applying if item[2].done()]:
+            self._applying.remove(item)
+            self._answer(item[0], finish(*item))
         done = 0
         while done < limit:
             try:
@@ -187,11 +193,17 @@ class Uplink:
                 break
             done += 1
             answer = execute(name, payload, handlers, deps)
-            self.counters["commands"] += 1
-            if not answer["ok"]:
-                self.counters["commands_rejected"] += 1
-            self.publish(self.topics.result(name), answer, qos=1)
+            if isinstance(answer["result"], Future):
+                self._applying.append((name, answer, answer["result"]))
+            else:
+                self._answer(name, answer)
         return done
+
+    def _answer(self, name: str, answer: dict[str, Any]) -> None:
+        self.counters["commands"] += 1
+        if not answer["ok"]:
+            self.counters["commands_rejected"] += 1
+        self.publish(self.topics.result(name), answer, qos=1)
 
     def current_link(self) -> tuple[int, MqttClient] | None:
         """(connection number, client) of the connection whose CONNACK came, None while offline."""
