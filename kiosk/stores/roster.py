@@ -267,7 +267,8 @@ class Roster:
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite may have rolled back by itself (a full disk)
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.DatabaseError as exc:
             raise _storage_error(self.path, exc) from None

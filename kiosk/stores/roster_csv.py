@@ -160,7 +160,7 @@ class RosterCsv:
 
     def _not_decodable(self) -> DataError:
         """What to say about a file that is not in the encoding it started in (read again from its start)."""
-        if self.codec != "utf-8":
+        if self.codec not in ("utf-8", "utf-8-sig"):
             return DataError(self.rejected, [f"the file starts with a {self.codec.upper()} byte-order mark but is "
                                              "not valid in that encoding; save it again as UTF-8"])
         with open(self.path, "rb") as f:

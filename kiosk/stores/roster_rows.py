@@ -63,7 +63,8 @@ class RowRules:
             raise RowError(f"unknown field(s) {', '.join(unknown)}")
         errors = []
         values = {}
-        for column, parse in self._parsers.items():
+        for column in COLUMNS:
+            parse = self.id if column == "id" else _PARSERS[column]
             try:
                 values[column] = parse(row.get(column))
             except RowError as exc:
@@ -75,10 +76,6 @@ class RowRules:
         return RosterEntry(id=values["id"], qid=values["qid"], name=values["name"],
                            health=HealthRecord(doses=values["doses"], recovered=values["recovered"]),
                            staff=values["staff"])
-
-    @property
-    def _parsers(self) -> dict[str, Callable[[Any], Any]]:
-        return {"id": self.id, "qid": qid, "name": name, "doses": doses, "recovered": recovered, "staff": staff}
 
     def id(self, value: Any) -> str | None:
         text = _text(value)
@@ -220,6 +217,10 @@ def staff(value: Any) -> bool | None:
     if text not in STAFF_VALUES:
         raise RowError("expected yes, no or empty")
     return STAFF_VALUES[text]
+
+
+_PARSERS: dict[str, Callable[[Any], Any]] = {"qid": qid, "name": name, "doses": doses, "recovered": recovered,
+                                             "staff": staff}
 
 
 def doses_text(health: HealthRecord) -> str:
