@@ -4,30 +4,18 @@ another process, seen on the next scan. The real App, a real Mosquitto, real SQL
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from conftest import wait_for
 from fakes import QueueReader
+from test_uplink import app_config  # the App in health mode on the spec's day, debounce 0, no display
 
 PREFIX = "kiosk/s1/d1"
 REPO = Path(__file__).resolve().parents[1]
 THU = "079090000001|NGUYEN VAN THU|1990-12-01|0|163000000000000001|<1<<"
-
-
-def app_config(tmp_path, port=None):
-    from kiosk import config
-
-    mqtt = {"enabled": True, "port": port, "reconnect_min_seconds": 0.1, "reconnect_max_seconds": 1.0,
-            "keepalive": 5, "confirm": False} if port else {"enabled": False}
-    return config.load(None, data={
-        "site": {"id": "s1", "device": "d1", "mode": "health", "debounce_seconds": 0},
-        "clock": {"source": "fixed", "start": "2021-11-15T09:00:00+07:00"},
-        "camera": {"type": "none"}, "display": {"type": "none"}, "gpio": {"pin_factory": "mock"},
-        "roster": {"path": str(tmp_path / "roster.sqlite"), "seed_csv": ""},
-        "trust": {"path": str(tmp_path / "trust.json"), "seed_file": "", "max_age_hours": 0},
-        "journal": {"path": str(tmp_path / "journal.sqlite")}, "mqtt": mqtt})
 
 
 class Running:
@@ -116,7 +104,8 @@ def test_a_roster_command_is_applied_while_the_kiosk_scans_and_answered_when_com
 
 
 def test_kiosk_roster_import_beside_the_running_kiosk_is_seen_on_the_next_scan(tmp_path):
-    cfg = app_config(tmp_path)
+    cfg = app_config(tmp_path, 1883)
+    cfg = replace(cfg, mqtt=replace(cfg.mqtt, enabled=False))
     running = Running(cfg)
     try:
         assert running.decide(THU) == ("black", "no_health_data")

@@ -62,7 +62,7 @@ class RowRules:
         if unknown:
             raise RowError(f"unknown field(s) {', '.join(unknown)}")
         errors = []
-        values = {}
+        values: dict[str, Any] = {}
         for column in COLUMNS:
             parse = self.id if column == "id" else _PARSERS[column]
             try:
