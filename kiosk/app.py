@@ -268,8 +268,9 @@ class App:
                 self.uplink = Uplink(cfg, cfg.journal.path, client_factory=devices["mqtt_client"])
             else:
                 self.uplink = Uplink(cfg, cfg.journal.path)
-        # what downlink commands may change; they run on this (the app's) thread, in _step
-        self.roster_worker = Worker("roster update")  # applies roster commands while the pipeline scans
+        # what downlink commands may change; they run on this (the app's) thread, in _step, but for the work of a
+        # roster command, done on the roster worker while the pipeline scans (kiosk.remote)
+        self.roster_worker = Worker("roster update")
         self.commands = Dependencies(roster=self.roster, trust=self.trust, revocations=self.revocations,
                                      keys=self.keys, site=self.site, clock=self.clock,
                                      link_state=lambda: self.uplink.state if self.uplink else {},

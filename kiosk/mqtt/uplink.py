@@ -8,8 +8,9 @@ Three threads, one concern each:
 - the worker thread owns the Outbox connection and runs the `Drain`.
 The connection and worker threads are supervised: one that raises is restarted with backoff and raises the
 `uplink_stopped` alarm until it works again. Downlink commands are queued here and executed on the app
-thread by `run_pending_commands` (a slow one hands its work on and is answered when it is done); what the app reports in telemetry comes from the snapshot it hands over
-with `set_app_snapshot` (so no uplink thread touches the roster or trust stores).
+thread by `run_pending_commands` (a slow one hands its work on and is answered when it is done); what the
+app reports in telemetry comes from the snapshot it hands over with `set_app_snapshot` (so no uplink thread
+touches the roster or trust stores).
 """
 from __future__ import annotations
 

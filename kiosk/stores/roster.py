@@ -180,8 +180,8 @@ class Roster:
             conn.execute(PEOPLE.format(table="people_next"))
             problems = Problems()
             conn.executemany("INSERT INTO people_next VALUES (?, ?, ?, ?, ?, ?, ?)", _records(rows, problems))
-            # Index after the rows are in (sorting once is 3x faster than growing two indexes row by row); the
-            # names alternate because the indexes keep theirs when the table is renamed.
+            # Index after the rows are in: a million rows in random ID order took 7.5 s this way, 11.6 s into an
+            # indexed table. The names alternate because the indexes keep theirs when the table is renamed.
             suffix = "b" if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'people_id_a'").fetchone() else "a"
             conn.execute(f"CREATE INDEX people_id_{suffix} ON people_next(id)")
             conn.execute(f"CREATE INDEX people_qid_{suffix} ON people_next(qid)")
