@@ -40,12 +40,12 @@ def _reset(cfg: Config) -> list[Path]:
     journal, roster = Path(cfg.journal.path), Path(cfg.roster.path)
     files = [journal, journal.with_name(journal.name + "-wal"), journal.with_name(journal.name + "-shm"),
              roster, roster.with_name(roster.name + "-wal"), roster.with_name(roster.name + "-shm"),
-             Path(cfg.trust.path)]
+             roster.with_name("roster.json"), Path(cfg.trust.path)]  # and the roster file of earlier versions
     console = cfg.console.database_url            # kiosk demo --console's store, a file unless a URL
     if "://" not in console:
         path = (cfg.source.resolve().parent if cfg.source else Path.cwd()) / console
         files += [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
-    removed = [path for path in files if path.exists()]
+    removed = [path for path in dict.fromkeys(files) if path.exists()]  # roster.path may be roster.json itself
     for path in removed:
         path.unlink()
     if cfg.display.type == "png" and Path(cfg.display.path).exists():
