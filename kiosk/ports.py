@@ -199,6 +199,9 @@ class Roster(Protocol):
         """The MQTT `roster` command (replace, add, remove; version, force): the roster's own rules applied,
         DataError naming why nothing changed, else the answer (count, version)."""
 
+    def apply_isolated(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """`apply`, a large command in a child process (the caller's interpreter stays free for the pipeline)."""
+
     def replace_all(self, entries: Iterable[RosterEntry], version: int | None = None, *, force: bool = False) -> int: ...
 
     def upsert(self, entries: list[RosterEntry], *, version: int | None = None) -> int: ...

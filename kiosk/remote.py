@@ -54,8 +54,8 @@ class Dependencies:
 def roster(payload: Payload, deps: Dependencies) -> Result | Future[Result]:
     """`op`: `replace` (default) with `entries`, optional `version` and `force`; `add`/`upsert` with `entries`;
     `remove` with `keys`. The roster's own rules (well-formed IDs, versions only forward, `force` to remove most
-    of it) are the store's: `Roster.apply`, run on the roster worker."""
-    return deps.background(lambda: deps.roster.apply(payload))
+    of it) are the store's: `Roster.apply`, run on the roster worker (a large command in a child process)."""
+    return deps.background(lambda: deps.roster.apply_isolated(payload))
 
 
 def trust(payload: Payload, deps: Dependencies) -> Result:

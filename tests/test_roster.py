@@ -555,3 +555,28 @@ def test_roster_cli_bad_file_exits_65_listing_lines(tmp_path):
     assert "line 2: doses:" in done.stderr and "line 5: expected 2 fields, found 3" in done.stderr
     assert "Traceback" not in done.stderr and done.stdout == ""
     assert Roster(tmp_path / "roster.sqlite").count == 0
+
+
+# ------------------------------------------------------------------ a large command, applied in a child process
+def test_a_large_command_is_applied_in_a_child_process_with_the_same_answers(tmp_path, monkeypatch):
+    from kiosk.stores.roster_apply import CHILD_MIN_ROWS
+
+    roster = Roster(tmp_path / "r.sqlite")
+    in_process = []
+    real = roster.apply
+    roster.apply = lambda payload: in_process.append(len(payload.get("entries") or [])) or real(payload)
+    rows = [{"id": f"0790900{i:05d}", "doses": "2021-11-01", "staff": "yes"} for i in range(CHILD_MIN_ROWS + 500)]
+    assert roster.apply_isolated({"id": "c1", "version": 4, "entries": rows}) == {"count": 2500, "version": 4}
+    assert in_process == [] and roster.lookup(Person(id_number="079090002499")).staff is True
+    assert roster.apply_isolated({"op": "add", "entries": [{"id": "C0000004"}]}) == {"count": 2501, "version": 4}
+    assert in_process == [1]  # a small one is applied here
+    twin = Roster(tmp_path / "twin.sqlite")
+    twin.apply({"version": 4, "entries": rows})
+    for bad in ({"version": 5, "entries": rows[:1000] + [{"id": "1"}] + rows[1000:]},   # one bad row
+                {"version": 3, "entries": rows}):                                      # an old version
+        with pytest.raises(DataError) as here:
+            twin.apply(bad)
+        with pytest.raises(DataError) as child:
+            roster.apply_isolated(bad)
+        assert str(child.value) == str(here.value) and in_process == [1]
+    assert (roster.count, roster.version) == (2501, 4)

@@ -61,15 +61,17 @@ def test_a_roster_command_is_applied_while_the_kiosk_scans_and_answered_when_com
     applying, release = threading.Event(), threading.Event()
 
     def slow_roster(app):
-        """The roster's apply, held at its start until the test has scanned (the worker is then mid-command)."""
-        real = app.roster.apply
+        """Roster work held at its start until the test has scanned (the worker is then mid-command)."""
+        submit = app.commands.background
 
-        def apply(payload):
-            applying.set()
-            assert release.wait(30)
-            return real(payload)
+        def held(job):
+            def job_when_released():
+                applying.set()
+                assert release.wait(30)
+                return job()
+            return submit(job_when_released)
 
-        app.roster.apply = apply
+        app.commands = replace(app.commands, background=held)
 
     running = Running(app_config(tmp_path, broker.port), prepare=slow_roster)
     try:

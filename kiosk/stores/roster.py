@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping
 
 from kiosk.errors import DataError, StorageError
 from kiosk.model import HealthRecord, Person
+from kiosk.stores import roster_apply
 from kiosk.stores.documents import fsync_dir
 from kiosk.stores.roster_csv import Row, RosterCsv, parse_csv
 from kiosk.stores.roster_legacy import LegacyFormatError, TinyDbRoster, looks_like_tinydb
@@ -137,6 +138,11 @@ class Roster:
         else:
             self.upsert(self.rules.entries(rows), version=version)
         return self.summary()
+
+    def apply_isolated(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """`apply`, a large command in a child process (kiosk.stores.roster_apply): checking its rows then never
+        holds this process's interpreter, where the pipeline runs."""
+        return roster_apply.apply(self, payload)
 
     def import_csv(self, path: str | os.PathLike[str], *, force: bool = False) -> int:
         """Replace the roster with a CSV file's rows, streamed. All or nothing: DataError lists the bad lines."""
