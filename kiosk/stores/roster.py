@@ -37,13 +37,12 @@ from kiosk.stores import roster_apply
 from kiosk.stores.documents import fsync_dir
 from kiosk.stores.roster_csv import Row, RosterCsv, parse_csv
 from kiosk.stores.roster_legacy import LegacyFormatError, TinyDbRoster, looks_like_tinydb
-from kiosk.stores.roster_rows import (COLUMNS, RosterEntry, RowRules, Problems, collect, doses_from_text,
-                                      doses_text)
+from kiosk.stores.roster_rows import RosterEntry, RowRules, Problems, collect, doses_from_text, doses_text
 
 if TYPE_CHECKING:
     from kiosk.ports import Clock
 
-__all__ = ["COLUMNS", "Roster", "RosterEntry", "RowRules", "parse_csv"]
+__all__ = ["Roster", "RosterEntry", "parse_csv"]  # parse_csv: the console checks uploads with the kiosk's parser
 
 log = logging.getLogger(__name__)
 
