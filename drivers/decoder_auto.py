@@ -28,13 +28,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 import numpy.typing as npt
 
-from drivers import qr_stages
+from drivers import qr_cues, qr_stages
 from drivers.frames import sure_text, to_grey
 from drivers.qr_stages import Grey
 from kiosk.errors import DeviceError
@@ -90,6 +91,25 @@ STAGES: tuple[Stage, ...] = (
 )
 
 
+@dataclass(frozen=True)
+class CueStage:
+    """A dear stage for a cue of `qr_cues` (no symbol detected): the cue's box grown by `grow` of its size and
+    `pad` px each way is cropped and handed to `transform` with the cue's box in crop pixels; each image it yields
+    is read with both binarizers until one reads or the frame's time is up."""
+
+    name: str
+    transform: Callable[[Grey, Box], Iterable[Grey]]
+    grow: float
+    pad: int = 0
+
+
+# What each kind of cue calls for. A motion cue's box is the smeared code's cells, which may miss its border: a
+# quarter of its size and the longest blur (24 px) more each way. Measured on the shared corpus: README's stage table.
+CUE_STAGES: dict[str, CueStage] = {
+    "motion": CueStage("deblur motion", qr_stages.deblur_motion, 0.25, 24),
+}
+
+
 @dataclass
 class Symbol:
     text: str | None  # None: detected, not decoded
@@ -118,6 +138,7 @@ class Still:
     small: Grey | None = None  # its 1/8 thumbnail, which later frames are compared with
     mean: npt.NDArray[np.float32] | None = None  # from the second frame on
     frames: int = 1
+    cued: bool = False  # the cue stages ran on this scene and read nothing: not again until it changes
 
 
 class AutoDecoder:
@@ -172,6 +193,8 @@ class AutoDecoder:
                 break
             found = self._dear(grey, box, deadline)
             read += [Symbol(t, box) for t in found]
+        if not read and self.clock() < deadline and not (self.still is not None and self.still.cued):
+            read += self._cued(grey, deadline)
         if self.tracking and read and self.track.box is not None and any(_overlap(self.track.box, s.box) for s in read):
             self.track = Track()  # read: nothing left to follow (repeat suppression is the pipeline's)
         texts: list[str] = []
@@ -241,6 +264,27 @@ class AutoDecoder:
                 self.last_stage = stage.name
                 return texts
         self.track.next_stage = 0
+        return []
+
+    def _cued(self, grey: Grey, deadline: float) -> list[Symbol]:
+        """The cue stages (`CUE_STAGES`) where the survey of the frame (`qr_cues`) points, while time is left."""
+        height, width = grey.shape
+        for cue in qr_cues.survey(grey):
+            stage = CUE_STAGES[cue.kind]
+            x0, y0, x1, y1 = cue.box
+            grow = int(stage.grow * max(x1 - x0, y1 - y0)) + stage.pad
+            box = (max(0, x0 - grow), max(0, y0 - grow), min(width, x1 + grow), min(height, y1 + grow))
+            crop = np.ascontiguousarray(grey[box[1]:box[3], box[0]:box[2]])
+            inner = (x0 - box[0], y0 - box[1], x1 - box[0], y1 - box[1])
+            for image in stage.transform(crop, inner):
+                if self.clock() >= deadline:
+                    return []
+                texts = [t for b in ("LocalAverage", "GlobalHistogram") for t in self._texts(image, b)]
+                if texts:
+                    self.last_stage = stage.name
+                    return [Symbol(t, box) for t in texts]
+        if self.still is not None:
+            self.still.cued = True
         return []
 
     def _follow(self, read: list[Symbol], pending: list[Box]) -> list[Box]:
