@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, cast
 
@@ -69,7 +69,7 @@ class Stage:
     """One dear stage: transforms of a crop (or of the whole frame), each read with the named binarizers."""
 
     name: str
-    transform: Callable[[Grey], list[Grey]]
+    transform: Callable[[Grey], Iterable[Grey]]
     binarizers: tuple[str, ...] = ("LocalAverage", "GlobalHistogram")
     whole_frame: bool = False
 
@@ -93,20 +93,31 @@ STAGES: tuple[Stage, ...] = (
 
 @dataclass(frozen=True)
 class CueStage:
-    """A dear stage for a cue of `qr_cues` (no symbol detected): the cue's box grown by `grow` of its size and
-    `pad` px each way is cropped and handed to `transform` with the cue's box in crop pixels; each image it yields
-    is read with both binarizers until one reads or the frame's time is up."""
+    """A dear stage for a cue of `qr_cues` (no symbol detected): from the crop and the cue's box in it (x0, y0, x1,
+    y1 in crop pixels), images to read with both binarizers, cheapest first."""
 
     name: str
     transform: Callable[[Grey, Box], Iterable[Grey]]
+
+
+@dataclass(frozen=True)
+class CuePlan:
+    """What a kind of cue calls for: its box grown by `grow` of its size and `pad` px each way, then `stages`."""
+
     grow: float
-    pad: int = 0
+    pad: int
+    stages: tuple[CueStage, ...]
 
 
-# What each kind of cue calls for. A motion cue's box is the smeared code's cells, which may miss its border: a
-# quarter of its size and the longest blur (24 px) more each way. Measured on the shared corpus: README's stage table.
-CUE_STAGES: dict[str, CueStage] = {
-    "motion": CueStage("deblur motion", qr_stages.deblur_motion, 0.25, 24),
+# What each kind of cue calls for, cheapest stage first. A motion cue's box is the smeared code's cells, which may
+# miss its border: a quarter of its size and the longest blur (24 px) more each way. Codes with modules under 2 px
+# also show streaks at half size (aliasing) and are cued as motion: the crop upscaled reads them (1-2 ms, against
+# 3-9 ms for a deconvolution). A defocused code's contrasted cells cover it: a cell (32 px) more for its quiet zone.
+# Measured on the shared corpus: the stage table in README.
+CUE_PLANS: dict[str, CuePlan] = {
+    "motion": CuePlan(0.25, 24, (CueStage("upscale", lambda crop, inner: qr_stages.enlarged(crop)),
+                                 CueStage("deblur motion", qr_stages.deblur_motion))),
+    "focus": CuePlan(0.0, 32, (CueStage("deblur focus", lambda crop, inner: qr_stages.deblur_focus(crop)),)),
 }
 
 
@@ -145,7 +156,8 @@ class AutoDecoder:
     name = "auto"
 
     def __init__(self, budget_ms: float = DEFAULT_BUDGET_MS, stages: tuple[Stage, ...] = STAGES,
-                 track: bool = True, clock: Callable[[], float] = time.perf_counter):
+                 track: bool = True, clock: Callable[[], float] = time.perf_counter,
+                 cues: Mapping[str, CuePlan] | None = None):
         try:
             import zxingcpp
         except ImportError:
@@ -154,10 +166,13 @@ class AutoDecoder:
         self._zxing = zxingcpp
         self.budget_ms = budget_ms
         self.stages = stages
+        self.cues = CUE_PLANS if cues is None else cues  # {} turns the survey and its stages off
         self.tracking = track
         self.clock = clock
         self.track = Track()
         self.still: Still | None = None
+        # Seconds per crop pixel that the first image of each cue stage last took (`_cued`).
+        self._first_image_rate: dict[str, float] = {}
         # What read the last frame: "zxing", "globalhistogram", "still average", "stack" or a stage's name.
         self.last_stage: str | None = None
         # Plain text mode: the payload as encoded (HRI would rewrite control characters as "<NUL>" markup).
@@ -193,7 +208,7 @@ class AutoDecoder:
                 break
             found = self._dear(grey, box, deadline)
             read += [Symbol(t, box) for t in found]
-        if not read and self.clock() < deadline and not (self.still is not None and self.still.cued):
+        if self.cues and not read and self.clock() < deadline and not (self.still is not None and self.still.cued):
             read += self._cued(grey, deadline)
         if self.tracking and read and self.track.box is not None and any(_overlap(self.track.box, s.box) for s in read):
             self.track = Track()  # read: nothing left to follow (repeat suppression is the pipeline's)
@@ -267,22 +282,34 @@ class AutoDecoder:
         return []
 
     def _cued(self, grey: Grey, deadline: float) -> list[Symbol]:
-        """The cue stages (`CUE_STAGES`) where the survey of the frame (`qr_cues`) points, while time is left."""
+        """The cue stages (`CUE_PLANS`) where the survey of the frame (`qr_cues`) points, while time is left.
+
+        A cue stage's first image is its dearest (a deconvolution's transforms and the blur's estimate: 3-9 ms on
+        the build machine): a stage starts only when the time left is at least what its first image would take at
+        the rate (per crop pixel) measured the last time it ran."""
         height, width = grey.shape
         for cue in qr_cues.survey(grey):
-            stage = CUE_STAGES[cue.kind]
+            plan = self.cues.get(cue.kind)
+            if plan is None:
+                continue
             x0, y0, x1, y1 = cue.box
-            grow = int(stage.grow * max(x1 - x0, y1 - y0)) + stage.pad
+            grow = int(plan.grow * max(x1 - x0, y1 - y0)) + plan.pad
             box = (max(0, x0 - grow), max(0, y0 - grow), min(width, x1 + grow), min(height, y1 + grow))
             crop = np.ascontiguousarray(grey[box[1]:box[3], box[0]:box[2]])
             inner = (x0 - box[0], y0 - box[1], x1 - box[0], y1 - box[1])
-            for image in stage.transform(crop, inner):
-                if self.clock() >= deadline:
+            for stage in plan.stages:
+                if deadline - self.clock() < self._first_image_rate.get(stage.name, 0.0) * crop.size:
                     return []
-                texts = [t for b in ("LocalAverage", "GlobalHistogram") for t in self._texts(image, b)]
-                if texts:
-                    self.last_stage = stage.name
-                    return [Symbol(t, box) for t in texts]
+                started = self.clock()
+                for n, image in enumerate(stage.transform(crop, inner)):
+                    if not n:
+                        self._first_image_rate[stage.name] = (self.clock() - started) / crop.size
+                    elif self.clock() >= deadline:
+                        return []
+                    texts = [t for b in ("LocalAverage", "GlobalHistogram") for t in self._texts(image, b)]
+                    if texts:
+                        self.last_stage = stage.name
+                        return [Symbol(t, box) for t in texts]
         if self.still is not None:
             self.still.cued = True
         return []

@@ -43,6 +43,9 @@ MIN_AGREEING = 0.6  # share of a patch's cells that must agree
 # A smeared code is a patch of at least 3 x 3 cells (96 px: 27 modules of 3.5 px); smaller coherent patches are the
 # strokes of text and textures (4-8 cells on the corpus's empty frames).
 MIN_MOTION_CELLS = 9
+# A defocused code: a patch of contrasted cells of which at least 12 (a code of 110 px) have soft edges (density under
+# MIN_DENSITY, no direction): 16-144 on the corpus's defocused codes, at most 9 on any frame without a code.
+MIN_SOFT_CELLS = 12
 # A code needs a quiet zone: a frame where more than three quarters of the cells are textured (grey levels spread
 # by more than 12) has no room for one that zxing-cpp could not find. Measured: 13 of the corpus's 17 photographed
 # textures (the falsepositives set) are so; no frame of a code that the cue stages read.
@@ -52,7 +55,7 @@ MAX_TEXTURE = 0.75
 
 @dataclass(frozen=True)
 class Cue:
-    kind: str  # what degraded the code: a key of `decoder_auto.CUE_STAGES`
+    kind: str  # what degraded the code: a key of `decoder_auto.CUE_PLANS`
     box: Box  # where it seems to be, in frame pixels
 
 
@@ -118,12 +121,29 @@ def grid(grey: Grey) -> Grid | None:
 
 
 def survey(grey: Grey) -> list[Cue]:
-    """The cues of one frame: motion-blurred codes, largest first."""
+    """The cues of one frame: motion-blurred codes (largest first), then defocused ones."""
     cells = grid(grey)
     if cells is None:
         return []
-    busy = (cells.spread > MIN_SPREAD) & (cells.density > MIN_DENSITY)
-    return _motion(busy & (cells.coherence > MIN_COHERENCE), cells, (grey.shape[1], grey.shape[0]))
+    contrast = cells.spread > MIN_SPREAD
+    dense = cells.density > MIN_DENSITY
+    coherent = cells.coherence > MIN_COHERENCE
+    size = (grey.shape[1], grey.shape[0])
+    return _motion(contrast & dense & coherent, cells, size) + _focus(contrast, ~dense & ~coherent, size)
+
+
+def _focus(contrast: npt.NDArray[np.bool_], soft: npt.NDArray[np.bool_], size: tuple[int, int]) -> list[Cue]:
+    """Codes out of focus: patches of contrasted cells with at least MIN_SOFT_CELLS cells whose edges are soft."""
+    if int((contrast & soft).sum()) < MIN_SOFT_CELLS:
+        return []
+    count, labels, stats = _patches(contrast)
+    found: list[tuple[int, Cue]] = []
+    for label in range(1, count):
+        x, y, w, h, area = (int(v) for v in stats[label])
+        softened = int((soft[labels == label]).sum()) if area >= MIN_SOFT_CELLS else 0
+        if softened >= MIN_SOFT_CELLS:
+            found.append((softened, Cue("focus", _box(x, y, w, h, size))))
+    return [cue for _, cue in sorted(found, key=lambda f: -f[0])]
 
 
 def _direction(jxx: Any, jyy: Any, jxy: Any) -> Any:
@@ -157,3 +177,4 @@ def _motion(mask: npt.NDArray[np.bool_], cells: Grid, size: tuple[int, int]) -> 
         if float((off < AGREE_DEG).mean()) >= MIN_AGREEING:
             found.append((area, Cue("motion", _box(x, y, w, h, size))))
     return [cue for _, cue in sorted(found, key=lambda f: -f[0])]
+

@@ -166,7 +166,7 @@ def test_the_tracked_region_is_decoded_in_later_frames_without_a_detection():
         return []
 
     probe = Stage("probe", probe_transform)
-    decoder = AutoDecoder(stages=(probe,), budget_ms=1000)
+    decoder = AutoDecoder(stages=(probe,), budget_ms=1000, cues={})  # the focus cue would read it at once
     decoder.decode(grey)
     assert len(seen) == 1 and seen[0] < grey.shape  # a crop, not the frame
     blank = np.full_like(grey, 128)  # nothing detected: the region from the frame before is tried
