@@ -7,7 +7,10 @@ loaded once, as grey arrays, so the times are the decoder's alone: each frame is
 its median time kept. Negative frames are timed apart too ("empty"): a kiosk camera sees them most of the time.
 
     taskset -c 0 .venv/bin/python bench/decode.py [--corpus DIR] [--decoders auto,zxing,zbar] [--repeat 5]
-        [--budget-ms MS] [--json]
+        [--budget-ms MS] [--json] [--contributions]
+
+--contributions then scores `auto` once more with each of its dear stages left out (the stages for detected
+symbols, `decoder_auto.STAGES`, and those for the survey's cues, `decoder_auto.CUE_PLANS`): what each adds.
 """
 from __future__ import annotations
 
@@ -102,6 +105,28 @@ def score(decoder, frames: list[tuple[dict, np.ndarray]], repeat: int = 1) -> di
     }
 
 
+def contributions(frames: list[tuple[dict, np.ndarray]], budget_ms: float | None) -> list[tuple[str, int, int]]:
+    """(stage, reads with it left out, reads with all) for every dear stage of the auto decoder."""
+    from dataclasses import replace
+
+    from drivers.decoder_auto import CUE_PLANS, STAGES, AutoDecoder
+
+    def reads(decoder: AutoDecoder) -> int:
+        if budget_ms is not None:
+            decoder.budget_ms = budget_ms
+        return int(score(decoder, frames)["read"])
+
+    every = reads(AutoDecoder())
+    out = []
+    for stage in STAGES:
+        out.append((stage.name, reads(AutoDecoder(stages=tuple(s for s in STAGES if s is not stage))), every))
+    for kind, plan in CUE_PLANS.items():
+        for stage in plan.stages:
+            cues = dict(CUE_PLANS, **{kind: replace(plan, stages=tuple(s for s in plan.stages if s is not stage))})
+            out.append((f"{stage.name} ({kind} cue)", reads(AutoDecoder(cues=cues)), every))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="decoder accuracy and speed on the QR corpus")
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -110,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget-ms", type=float, default=None,
                     help="time budget per frame for decoders that have one (default: the decoder's own, 25 ms)")
     ap.add_argument("--json", action="store_true", help="one JSON object per decoder")
+    ap.add_argument("--contributions", action="store_true", help="auto: the reads lost with each stage left out")
     args = ap.parse_args(argv)
 
     frames = load_corpus(args.corpus)
@@ -133,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
                   f"false positives {c['false_positive']}" + (f"  ({by_stage})" if by_stage else ""))
         for stage, v in result["stages"].items():
             print(f"  stage {stage:16s} first to read {v['read']:3d} frames, those frames' ms p50 {v['ms_p50']}")
+    if args.contributions:
+        for name, without, every in contributions(frames, args.budget_ms):
+            print(f"auto without {name:28s} reads {without:3d} ({without - every:+d})")
     return 0
 
 

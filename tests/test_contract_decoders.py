@@ -28,8 +28,9 @@ CORPUS = REPO.parent / "shared" / "corpus"
 SCENES = REPO / "kiosk" / "data" / "scenes"
 NAMES = (*DECODERS, "table")  # every decoder a kiosk can be configured with, and the fake
 # Corpus frames each decoder read when this was written, less a margin: a regression shows here. Measured
-# with bench/decode.py: zxing 114, zbar 94, auto 119 of 152 positives. A new decoder adds its own floor.
-MIN_CORPUS_READS = {"zxing": 100, "zbar": 85, "auto": 110, "table": 0}
+# with bench/decode.py: zxing 114, zbar 94, auto 140 of 152 positives (auto's margin: under load the time budget
+# may cut a dear stage). A new decoder adds its own floor.
+MIN_CORPUS_READS = {"zxing": 100, "zbar": 85, "auto": 134, "table": 0}
 # Scenes a decoder may miss: pyzbar misses a dense signed-certificate code.
 MAX_SCENE_MISSES = {"zxing": 0, "zbar": 1, "auto": 0, "table": 0}
 

@@ -12,8 +12,8 @@ import pytest
 import segno
 from PIL import Image
 
-from drivers import decoder_auto, decoder_zbar, decoder_zxing
-from drivers.decoder_auto import STAGES, AutoDecoder, Stage
+from drivers import decoder_auto, decoder_zbar, decoder_zxing, qr_cues, qr_stages
+from drivers.decoder_auto import CUE_PLANS, STAGES, AutoDecoder, CuePlan, CueStage, Stage
 from kiosk import config
 from kiosk.app import build_decoder
 
@@ -190,6 +190,138 @@ def test_a_stream_reads_noisy_frames_that_no_single_frame_decoding_reads():
     read = [stream.decode(f) for f in frames]
     # The region detected in one frame is worked on in the next ones, where no symbol is detected at all.
     assert ["079090000001|NGUYEN VAN THU|1990-12-01"] in read
+
+
+# ---------------------------------------------------------------- the survey's cues (no symbol detected)
+def undetected(file: str) -> bool:
+    """zxing-cpp's first passes find no symbol in the frame: no stage for detected symbols runs."""
+    probe, calls = counted((Stage("probe", lambda crop: []),))
+    decoder = AutoDecoder(stages=probe, cues={}, budget_ms=1e6)
+    return single(decoder, frame(file)[1]) == [] and calls == []
+
+
+def test_motion_blurred_codes_zxing_cpp_never_detects_read_deconvolved_along_their_smear():
+    files = [e["file"] for e, _ in corpus() if e["category"] == "blur_motion"]
+    blind = [f for f in files if undetected(f)]
+    assert len(blind) >= 7  # most motion-blurred frames show zxing-cpp no symbol at all
+    decoder = AutoDecoder(budget_ms=1e6)
+    for file in blind:
+        entry, grey = frame(file)
+        assert single(decoder, grey) == entry["texts"], file
+        assert decoder.last_stage == "deblur motion", file
+
+
+@pytest.mark.parametrize("file", ["synth/blur_gauss/blur_gauss_004_640x480.jpg",
+                                  "synth/blur_gauss/blur_gauss_008_640x480.jpg"])
+def test_defocused_codes_zxing_cpp_does_not_detect_read_deconvolved(file):
+    assert undetected(file)
+    entry, grey = frame(file)
+    decoder = AutoDecoder(budget_ms=1e6)
+    assert single(decoder, grey) == entry["texts"] and decoder.last_stage == "deblur focus"
+
+
+@pytest.mark.parametrize("file", ["synth/small/small_002_640x480.jpg", "synth/small/small_005_1280x720.jpg"])
+def test_codes_with_modules_too_small_for_the_finder_search_read_upscaled(file):
+    assert undetected(file)
+    entry, grey = frame(file)
+    decoder = AutoDecoder(budget_ms=1e6)
+    assert single(decoder, grey) == entry["texts"] and decoder.last_stage == "upscale"
+
+
+def test_the_survey_points_at_few_frames_without_a_code():
+    # Each cue costs dear stages (3-25 ms): an empty frame, what the camera sees most of the day, should rarely
+    # have one. Measured: 4 of the corpus's 31 empty frames (two photographed textures, two look-alike cards).
+    negatives = [grey for e, grey in corpus() if not e["texts"]]
+    cued = [grey for grey in negatives if qr_cues.survey(grey)]
+    assert len(negatives) > 20 and len(cued) <= 5
+
+
+def counted_cues() -> tuple[dict[str, CuePlan], list[str]]:
+    """The real cue plans, each stage noting its name in `calls` when it runs."""
+    calls: list[str] = []
+
+    def wrap(stage: CueStage) -> CueStage:
+        def transform(crop: np.ndarray, inner: tuple[int, int, int, int]):
+            calls.append(stage.name)
+            return stage.transform(crop, inner)
+
+        return CueStage(stage.name, transform)
+
+    return {k: CuePlan(p.grow, p.pad, tuple(wrap(s) for s in p.stages)) for k, p in CUE_PLANS.items()}, calls
+
+
+def test_a_still_scene_is_surveyed_once_and_a_new_one_again():
+    cued = next(grey for e, grey in corpus() if not e["texts"] and qr_cues.survey(grey))
+    cues, calls = counted_cues()
+    decoder = AutoDecoder(cues=cues, budget_ms=1e6)
+    for _ in range(3):  # a camera looking at the same empty scene
+        assert decoder.decode(cued) == []
+    once = len(calls)
+    assert once >= 1
+    assert decoder.decode(np.full_like(cued, 40)) == []  # the scene changes...
+    assert decoder.decode(cued) == []  # ...and changes back: a new scene, surveyed again
+    assert len(calls) == 2 * once
+
+
+def test_no_cue_stage_starts_when_the_frame_has_no_time_left():
+    entry, grey = frame("synth/blur_motion/blur_motion_002_640x480.jpg")
+    cues, calls = counted_cues()
+    decoder = AutoDecoder(cues=cues, budget_ms=1e-6, track=False)
+    assert decoder.decode(grey) == [] and calls == []
+    decoder.budget_ms = 1e6
+    assert decoder.decode(grey) == entry["texts"] and calls
+
+
+def test_a_cue_stage_that_would_overrun_the_budget_waits_for_the_next_frame():
+    entry, grey = frame("synth/blur_motion/blur_motion_002_640x480.jpg")
+    cues, calls = counted_cues()
+    decoder = AutoDecoder(cues=cues, budget_ms=1e6, track=False)
+    assert decoder.decode(grey) == entry["texts"]  # measures what each stage's first image costs a pixel
+    decoder._first_image_rate = {name: 1.0 for name in decoder._first_image_rate}  # a second a pixel: never fits
+    calls.clear()
+    assert decoder.decode(grey) == [] and calls == []
+
+
+# ---------------------------------------------------------------- the cue stages on rendered codes
+def smeared(length: float, angle: float) -> tuple[np.ndarray, str]:
+    """A code of 4 px modules smeared along `angle` (degrees, image axes) by `length` px, as a moving card is."""
+    import cv2
+
+    text = "079090000001|TRAN VAN MINH|1987-03-09|1"
+    grey = np.pad(code(text, scale=4), 60, constant_values=235).astype(np.float32)
+    kernel = np.zeros((41, 41), np.float32)
+    c = 20
+    ends = np.array([np.cos(np.radians(angle)), np.sin(np.radians(angle))]) * length / 2
+    cv2.line(kernel, (int(round(4 * (c - ends[0]))), int(round(4 * (c - ends[1])))),
+             (int(round(4 * (c + ends[0]))), int(round(4 * (c + ends[1])))), 1.0, 1, cv2.LINE_AA, shift=2)
+    blurred = cv2.filter2D(grey, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REPLICATE)
+    return np.clip(blurred, 0, 255).astype(np.uint8), text
+
+
+@pytest.mark.parametrize("length, angle", [(9.0, 20.0), (12.0, 100.0), (13.0, 160.0)])
+def test_the_smear_is_measured_and_undone(length, angle):
+    grey, text = smeared(length, angle)
+    assert decoder_zxing.ZxingDecoder().decode(grey) == []  # smeared by 2-3 modules: unreadable as it is
+    # The direction within 6 degrees (1-4 on the corpus's frames; deblur_motion also tries 1/L radians either side).
+    assert abs((qr_stages.smear_direction(grey) - angle + 90) % 180 - 90) < 6
+    assert abs(qr_stages.motion_length(grey, angle) - length) <= 2.0
+    h, w = grey.shape
+    images = qr_stages.deblur_motion(grey, (0, 0, w, h))
+    assert any(decoder_zxing.ZxingDecoder().decode(image) == [text] for image in images)
+
+
+def test_the_survey_finds_a_smeared_code_and_no_cue_on_a_sharp_one():
+    grey, text = smeared(12.0, 30.0)
+    frame_ = np.full((480, 640), 120, np.uint8)
+    frame_[40:40 + grey.shape[0], 100:100 + grey.shape[1]] = grey
+    cues = qr_cues.survey(frame_)
+    assert cues and cues[0].kind == "motion"
+    x0, y0, x1, y1 = cues[0].box
+    assert x0 < 100 + grey.shape[1] and 100 < x1 and y0 < 40 + grey.shape[0] and 40 < y1  # on the code
+    sharp = frame_.copy()
+    sharp[40:40 + grey.shape[0], 100:100 + grey.shape[1]] = smeared(0.5, 30.0)[0]
+    assert [c.kind for c in qr_cues.survey(sharp)] == []
+    assert single(AutoDecoder(budget_ms=1e6), frame_) == [text]
 
 
 # ---------------------------------------------------------------- kinds of codes
