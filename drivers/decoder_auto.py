@@ -8,8 +8,8 @@ Every frame:
    light-on-dark symbols (dark-mode screens): zxing-cpp inverts its bit matrix, no second image pass.
 Both run with `return_errors=True`: a symbol whose finder patterns were found but whose data did not decode
 comes back with its position. Measured on the shared corpus, that signal fires on none of the 31 negative
-frames, so an empty frame (what the camera sees most of the day) never pays for the stages below: it costs what
-the two-pass decoder before this one cost (`bench/decode.py`, empty frames p50).
+frames, so an empty frame (what the camera sees most of the day) never pays for the stages for detected symbols
+below, only for the survey after them (`bench/decode.py`, empty frames p50).
 
 Then, for each symbol detected but not read (largest first) or, in a stream, the region tracked from the last
 frames where one was: its crop at full resolution through the dear stages in `STAGES`, cheapest first,
@@ -18,6 +18,16 @@ the stage after the last one tried (the dear stages are spread over consecutive 
 consecutive detected-but-undecoded frames are aligned and averaged (noise falls with the square root of the
 number of frames) and decoded first, and a still scene's running average is read every few frames, which finds
 codes in dim light that no single frame shows (`bench/video.py`, the dim presentations).
+
+Most codes zxing-cpp cannot read it does not detect either (motion blur over more than a module and a half,
+strong defocus, modules under 2 px: 21 of the 24 the stages above left on the corpus). For those, when nothing
+was read and time is left, a survey of the frame (`qr_cues`: cell statistics at half size, 0.03 ms for a
+textured 640x480 frame, 0.1-0.3 ms for others) points at where a code may be and what degraded it, and the
+stages in `CUE_PLANS` work on that crop: the crop upscaled (modules under 2 px), a Wiener deconvolution along
+the smear the survey saw (its length from the cepstrum), one for defocus. The survey cues 4 of the corpus's 31
+empty frames (two photographed textures, two look-alike cards; their dear stages read nothing and stop at the
+budget), so the empty-frame median moves by the survey's cost: 1.08-1.14x the two-pass decoder before the staged
+one, measured back to back (README). In a stream, a still scene is surveyed once, not again until it changes.
 
 Mirrored codes (front cameras) need nothing: zxing-cpp reads them as they are. Texts come back largest code
 first (the nearest one), each once per frame; repeats across frames are the pipeline's to suppress. Which stage
@@ -76,7 +86,9 @@ class Stage:
 
 # Cheapest first. Measured on the shared corpus with no budget (152 codes; the first passes read 118, all stages
 # 128): alone after the first passes, crop +1, half +1, unsharp +5, clahe +3, wiener +7; left out of the five,
-# crop -0, half -1, unsharp -0, clahe -1, wiener -3 (crop and unsharp stay: the cheapest reads come first).
+# crop -0, half -1, unsharp -0, clahe -1, wiener -3 (crop and unsharp stay: the cheapest reads come first). With
+# the cue stages after them (140), left out: crop -0, half -1, unsharp -0, clahe -1, wiener -1 (the focus cue
+# reads two of its frames): `bench/decode.py --contributions`.
 # Tried and left out, reading nothing the five do not: adaptive thresholds (blocks 15 and 31; +3 alone),
 # 2x upscaling with or without unsharp masking (+3 alone), a 3x3 median before GlobalHistogram, zbar on the
 # crop and on its 2x upscale.
@@ -286,7 +298,7 @@ class AutoDecoder:
 
         A cue stage's first image is its dearest (a deconvolution's transforms and the blur's estimate: 3-9 ms on
         the build machine): a stage starts only when the time left is at least what its first image would take at
-        the rate (per crop pixel) measured the last time it ran."""
+        the dearest rate (per crop pixel) it ran at lately."""
         height, width = grey.shape
         for cue in qr_cues.survey(grey):
             plan = self.cues.get(cue.kind)
@@ -303,7 +315,11 @@ class AutoDecoder:
                 started = self.clock()
                 for n, image in enumerate(stage.transform(crop, inner)):
                     if not n:
-                        self._first_image_rate[stage.name] = (self.clock() - started) / crop.size
+                        # The dearest rate lately (it halves its hold every few runs): part of a first image's
+                        # cost does not grow with the crop (the cepstrum's 256 px patch), and a loaded core is slower.
+                        rate = (self.clock() - started) / crop.size
+                        held = 0.8 * self._first_image_rate.get(stage.name, 0.0)
+                        self._first_image_rate[stage.name] = max(rate, held)
                     elif self.clock() >= deadline:
                         return []
                     texts = [t for b in ("LocalAverage", "GlobalHistogram") for t in self._texts(image, b)]

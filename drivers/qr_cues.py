@@ -2,10 +2,11 @@
 frame a code may be, and what degraded it. Nothing here decodes: a cue says which dear stage to try where, and
 zxing-cpp's error-corrected read stays the only judge of a text.
 
-One survey of the frame on a grid of 32 x 32 px cells: the frame at half size, its gradients (Sobel), and per cell
-the grey-level spread (standard deviation) and the structure tensor of the gradients, from a quarter of the
-half-size pixels (every other row and column: cell statistics need no more). About 0.1 ms for 640x480 on the
-build machine (`bench/decode.py`, empty frames). From them:
+One survey of the frame on a grid of 32 x 32 px cells. First the grey-level spread (standard deviation) of each
+cell from every fourth pixel of every fourth row: a frame mostly covered in texture has no quiet zone for a code
+and is turned away there (0.03 ms for 640x480 on the build machine). Otherwise the gradients (Sobel) of the frame
+at half size over the contrasted cells' bounding box, and per cell the structure tensor of the gradients from
+every other row and column of them (0.1-0.3 ms for 640x480). From them:
 
 - motion blur: a sharp code's modules have edges along both of its axes, so the gradient energy of its cells is
   about the same in every direction (coherence 0.1-0.3 on the corpus's sharp codes and look-alikes); moved by more
@@ -14,9 +15,14 @@ build machine (`bench/decode.py`, empty frames). From them:
   such cells, with a code's contrast and edge density, that agree on one direction is a cue: the direction is the
   motion's (2-4 degrees off on the corpus's motion-blurred frames), and the cepstrum along it gives the length
   (`qr_stages.motion_length`).
-- a small, far code: a compact patch of dense edges (at most 3 x 3 cells, 96 px) with quieter cells round it (the
-  quiet zone, the card or screen it is shown on) may be a code whose modules are too small (1.2-1.5 px) for
-  zxing-cpp's finder search; its crop, upscaled, is cheap to read.
+- defocus: a patch of contrasted cells whose edges are soft (low edge density, no direction) is a code out of
+  focus (a Gaussian Wiener deconvolution, `qr_stages.deblur_focus`).
+- a code whose modules are under 2 px (far away) shows aliased streaks at half size and is cued as motion: the
+  first stage for a motion cue upscales its crop (`decoder_auto.CUE_PLANS`).
+
+Not cued: dim frames (sensor noise spreads grey levels as texture does, and the gate turns them away; in a camera
+stream the still scene's running average reads them), and small codes that show no streaks. Measured on the
+corpus, the survey cues 4 of 31 empty frames (two photographed textures, two look-alike cards at 1280x720).
 """
 from __future__ import annotations
 
@@ -41,15 +47,17 @@ MIN_COHERENCE = 0.35  # (l1 - l2) / (l1 + l2): 0 for edges in every direction, 1
 AGREE_DEG = 15.0  # the cells of one smeared code agree on its direction within this
 MIN_AGREEING = 0.6  # share of a patch's cells that must agree
 # A smeared code is a patch of at least 3 x 3 cells (96 px: 27 modules of 3.5 px); smaller coherent patches are the
-# strokes of text and textures (4-8 cells on the corpus's empty frames).
+# strokes of text and textures (at most 5 cells on the corpus's look-alike cards at 640x480; two at 1280x720 show
+# 14 and 17, and a photographed texture 34: those are cued, and their stages read nothing).
 MIN_MOTION_CELLS = 9
 # A defocused code: a patch of contrasted cells of which at least 12 (a code of 110 px) have soft edges (density under
-# MIN_DENSITY, no direction): 16-144 on the corpus's defocused codes, at most 9 on any frame without a code.
+# MIN_DENSITY, no direction): 16-144 on the corpus's defocused codes, at most 9 on its look-alike cards (two
+# photographed textures that pass the gate show 33 and 57).
 MIN_SOFT_CELLS = 12
 MIN_CUE_CELLS = min(MIN_MOTION_CELLS, MIN_SOFT_CELLS)  # the fewest contrasted cells any cue needs
 # A code needs a quiet zone: a frame where more than three quarters of the cells are textured (grey levels spread
-# by more than 12) has no room for one that zxing-cpp could not find. Measured: 13 of the corpus's 17 photographed
-# textures (the falsepositives set) are so; no frame of a code that the cue stages read.
+# by more than 12) has no room for one that zxing-cpp could not find. Measured: 15 of the corpus's 17 photographed
+# textures (the falsepositives set) are so, and every dim frame; no frame that a cue stage reads.
 TEXTURE_SPREAD = 12.0
 MAX_TEXTURE = 0.75
 

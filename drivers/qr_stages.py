@@ -2,11 +2,17 @@
 the grey uint8 images to hand to zxing-cpp. OpenCV does the pixel work (imported lazily, like every library in
 `drivers/`); nothing here decodes.
 
-Why each transform exists (what each reads on the shared corpus: `drivers.decoder_auto.STAGES`):
+Why each transform exists (what each reads on the shared corpus: `drivers.decoder_auto.STAGES` and
+`CUE_PLANS`, `bench/decode.py --contributions`):
 - unsharp masking (sigma 3) and a Wiener deconvolution with a Gaussian kernel undo focus blur; the Wiener
   filter reads the strongest blur (sigma ~3 px on 5 px modules) that unsharp masking cannot;
 - CLAHE (contrast-limited local histogram equalisation) lifts codes out of glare and dim corners;
-- halving the size averages four pixels into one: a large code under sensor noise.
+- halving the size averages four pixels into one: a large code under sensor noise;
+- a Wiener deconvolution of a linear motion blur, its direction from the structure tensor of the smeared code
+  and its length from the cepstrum, undoes a smear of 1.5-3 modules (8 of the corpus's 10 motion-blurred frames,
+  which zxing-cpp does not even detect);
+- upscaling (bicubic, then unsharp masking) brings modules of 1.2-1.5 px to the 2.5 px and more that
+  zxing-cpp's finder search needs.
 """
 from __future__ import annotations
 
