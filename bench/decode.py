@@ -11,6 +11,10 @@ its median time kept. Negative frames are timed apart too ("empty"): a kiosk cam
 
 --contributions then scores `auto` once more with each of its dear stages left out (the stages for detected
 symbols, `decoder_auto.STAGES`, and those for the survey's cues, `decoder_auto.CUE_PLANS`): what each adds.
+
+--against REV times this tree's `auto` and the `auto` of git revision REV frame by frame, interleaved in one
+process: on a shared, loaded machine the ratio of the two medians moves much less than either figure (the
+before-staged decoder is 7d7d24b).
 """
 from __future__ import annotations
 
@@ -127,6 +131,50 @@ def contributions(frames: list[tuple[dict, np.ndarray]], budget_ms: float | None
     return out
 
 
+def revision_decoder(rev: str, into: Path):
+    """The `auto` decoder of git revision `rev` (its drivers/ and kiosk/ unpacked into `into`), imported apart
+    from this tree's: the modules of both are swapped in and out of sys.modules around the import."""
+    import subprocess
+    import tarfile
+    from io import BytesIO
+
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", rev, "drivers", "kiosk"], check=True,
+                             capture_output=True).stdout
+    with tarfile.open(fileobj=BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    ours = {k: sys.modules.pop(k) for k in list(sys.modules) if k.split(".")[0] in ("drivers", "kiosk")}
+    sys.path.insert(0, str(into))
+    try:
+        return importlib.import_module("drivers.decoder_auto").create(None)
+    finally:
+        sys.path.remove(str(into))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("drivers", "kiosk")]:
+            del sys.modules[k]
+        sys.modules.update(ours)
+
+
+def against(frames: list[tuple[dict, np.ndarray]], rev: str, repeat: int) -> None:
+    import tempfile
+
+    ours = importlib.import_module("drivers.decoder_auto").create(None)
+    names = ("this tree", rev)
+    times: dict[str, dict[str, list[float]]] = {name: {"all": [], "empty": []} for name in names}
+    with tempfile.TemporaryDirectory() as into:  # kept while timing: their modules may import lazily from it
+        theirs = revision_decoder(rev, Path(into))
+        for n, (entry, grey) in enumerate(frames):
+            pair = [(names[0], ours), (names[1], theirs)]
+            for name, decoder in pair if n % 2 else pair[::-1]:  # each goes first on every other frame
+                ms = timed_decode(decoder, grey, repeat)[1]
+                times[name]["all"].append(ms)
+                if not entry["texts"]:
+                    times[name]["empty"].append(ms)
+    for name, t in times.items():
+        print(f"auto of {name:10s} ms p50 {pct(t['all'], 0.5):.2f} p95 {pct(t['all'], 0.95):.2f}, "
+              f"empty frames ms p50 {pct(t['empty'], 0.5):.3f}")
+    ratio = pct(times[names[0]]["empty"], 0.5) / pct(times[names[1]]["empty"], 0.5)
+    print(f"empty frames p50, this tree / {rev}: {ratio:.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="decoder accuracy and speed on the QR corpus")
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -136,9 +184,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="time budget per frame for decoders that have one (default: the decoder's own, 25 ms)")
     ap.add_argument("--json", action="store_true", help="one JSON object per decoder")
     ap.add_argument("--contributions", action="store_true", help="auto: the reads lost with each stage left out")
+    ap.add_argument("--against", metavar="REV", help="auto: time this tree's and git revision REV's, interleaved")
     args = ap.parse_args(argv)
 
     frames = load_corpus(args.corpus)
+    if args.against:
+        against(frames, args.against, max(1, args.repeat))
+        return 0
     for name in args.decoders.split(","):
         decoder = importlib.import_module(f"drivers.decoder_{name.strip()}").create(None)
         if args.budget_ms is not None and hasattr(decoder, "budget_ms"):

@@ -26,8 +26,9 @@ textured 640x480 frame, 0.1-0.3 ms for others) points at where a code may be and
 stages in `CUE_PLANS` work on that crop: the crop upscaled (modules under 2 px), a Wiener deconvolution along
 the smear the survey saw (its length from the cepstrum), one for defocus. The survey cues 4 of the corpus's 31
 empty frames (two photographed textures, two look-alike cards; their dear stages read nothing and stop at the
-budget), so the empty-frame median moves by the survey's cost: 1.08-1.14x the two-pass decoder before the staged
-one, measured back to back (README). In a stream, a still scene is surveyed once, not again until it changes.
+budget); with the survey's own cost that puts the empty-frame median at 1.25-1.31x the two-pass decoder's before
+the staged one (`bench/decode.py --against 7d7d24b`, README). In a stream, a still scene is surveyed once, not
+again until it changes.
 
 Mirrored codes (front cameras) need nothing: zxing-cpp reads them as they are. Texts come back largest code
 first (the nearest one), each once per frame; repeats across frames are the pipeline's to suppress. Which stage
@@ -161,7 +162,7 @@ class Still:
     small: Grey | None = None  # its 1/8 thumbnail, which later frames are compared with
     mean: npt.NDArray[np.float32] | None = None  # from the second frame on
     frames: int = 1
-    cued: bool = False  # the cue stages ran on this scene and read nothing: not again until it changes
+    cued: bool = False  # the survey and its cue stages ran on this scene and read nothing: not again until it changes
 
 
 class AutoDecoder:
@@ -315,7 +316,7 @@ class AutoDecoder:
                 started = self.clock()
                 for n, image in enumerate(stage.transform(crop, inner)):
                     if not n:
-                        # The dearest rate lately (it halves its hold every few runs): part of a first image's
+                        # The dearest rate lately (its hold halves every three runs): part of a first image's
                         # cost does not grow with the crop (the cepstrum's 256 px patch), and a loaded core is slower.
                         rate = (self.clock() - started) / crop.size
                         held = 0.8 * self._first_image_rate.get(stage.name, 0.0)
