@@ -110,11 +110,12 @@ def grid(grey: Grey) -> Grid | None:
     if gh < 2 or gw < 2:
         return None
     # The spread from every fourth pixel of every fourth row (8 x 8 samples a cell: cell statistics need no more;
-    # a strided copy costs a third of a resize), so that a textured frame is turned away for 0.03 ms.
+    # the strided copy is a fraction of a resize by 4, 0.1 ms for 640x480), so that a textured frame is turned away
+    # for 0.03 ms.
     values = np.ascontiguousarray(grey[: gh * 2 * CELL: 4, : gw * 2 * CELL: 4])
     square = cv2.multiply(values, values, dtype=cv2.CV_32F)
     mean = values.astype(np.float32)
-    for _ in range(3):  # three halvings: OpenCV's fast path, a third of the time of one resize by 8
+    for _ in range(3):  # cell means by halving three times
         square, mean = _halve(square), _halve(mean)
     spread = np.sqrt(np.maximum(square - mean * mean, 0.0))
     if float(np.count_nonzero(spread > TEXTURE_SPREAD)) > MAX_TEXTURE * spread.size:
@@ -130,7 +131,8 @@ def grid(grey: Grey) -> Grid | None:
     dx = np.ascontiguousarray(cv2.Sobel(half, cv2.CV_16S, 1, 0)[::2, ::2])  # 8 x 8 samples a cell again
     dy = np.ascontiguousarray(cv2.Sobel(half, cv2.CV_16S, 0, 1)[::2, ::2])
     xx = cv2.multiply(dx, dx, dtype=cv2.CV_32F)
-    # A fourth channel (repeated) makes the halvings take OpenCV's fast path: 3 channels cost 5 times as much.
+    # A fourth channel (repeated) makes the halvings take OpenCV's fast path: measured on 160 x 120 samples, three
+    # halvings of 4 channels 0.015 ms, of 3 channels 0.04 ms.
     planes = cv2.merge([xx, cv2.multiply(dy, dy, dtype=cv2.CV_32F), cv2.multiply(dx, dy, dtype=cv2.CV_32F), xx])
     for _ in range(3):
         planes = _halve(planes)
