@@ -26,7 +26,7 @@ textured 640x480 frame, 0.1-0.3 ms for others) points at where a code may be and
 stages in `CUE_PLANS` work on that crop: the crop upscaled (modules under 2 px), a Wiener deconvolution along
 the smear the survey saw (its length from the cepstrum), one for defocus. The survey cues 4 of the corpus's 31
 empty frames (two photographed textures, two look-alike cards; their dear stages read nothing and stop at the
-budget); with the survey's own cost that puts the empty-frame median at 1.25-1.31x the two-pass decoder's before
+budget); with the survey's own cost that puts the empty-frame median at 1.23-1.40x the two-pass decoder's before
 the staged one (`bench/decode.py --against 7d7d24b`, README). In a stream, a still scene is surveyed once, not
 again until it changes.
 
