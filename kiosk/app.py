@@ -22,12 +22,14 @@ from kiosk.config import Config
 from kiosk.driver_names import CAMERAS, DECODERS, DISPLAYS, PIN_FACTORIES, READERS, Driver
 from kiosk.errors import DeviceError, KioskError
 from kiosk.model import GREEN, Decision, Staleness
+from kiosk.mqtt.downlink import Admission
 from kiosk.ports import (Camera, Clock, Decoder, Device, Display, Gpio, LoopMonitor, Publisher, Reader,
                          RevocationSource, RevocationStore, SubjectKeys, TrustStore)
 from kiosk.ports import Roster as RosterPort
 from kiosk.remote import COMMAND_HANDLERS, Dependencies
 from kiosk.site import SiteState
 from kiosk.worker import Worker
+from kiosk.stores.commands import CommandLedger, ledger_path
 
 if TYPE_CHECKING:
     from kiosk.decider import Decider
@@ -268,9 +270,12 @@ class App:
                 self.uplink = Uplink(cfg, cfg.journal.path, client_factory=devices["mqtt_client"])
             else:
                 self.uplink = Uplink(cfg, cfg.journal.path)
-        # what downlink commands may change; they run on this (the app's) thread, in _step, but for the work of a
-        # roster command, done on the roster worker while the pipeline scans (kiosk.remote)
+        # which downlink commands may run (versions per kind kept beside the journal, issue times) and what they
+        # may change; they run on this (the app's) thread, in _step, but for the work of a roster command, done on
+        # the roster worker while the pipeline scans (kiosk.remote)
         self.roster_worker = Worker("roster update")
+        self.admission = Admission(CommandLedger(ledger_path(cfg.journal.path)), self.clock,
+                                   cfg.mqtt.command_max_age_hours * 3600)
         self.commands = Dependencies(roster=self.roster, trust=self.trust, revocations=self.revocations,
                                      keys=self.keys, site=self.site, clock=self.clock,
                                      link_state=lambda: self.uplink.state if self.uplink else {},
@@ -394,7 +399,7 @@ class App:
         self._maintain_journal()
         self.feedback.tick()
         if self.uplink:
-            self.uplink.run_pending_commands(COMMAND_HANDLERS, self.commands)
+            self.uplink.run_pending_commands(COMMAND_HANDLERS, self.commands, self.admission)
         self._show_alarms()
         self._maybe_purge()
         return more

@@ -382,6 +382,9 @@ class MqttConfig:
                                       "oldest, keep journaling, raise an alarm) or drop_newest.",
                                       choices=("drop_oldest", "drop_newest")))
     telemetry_seconds: float = key(Float(60.0, "Telemetry period.", min=1, max=86400))
+    command_max_age_hours: float = key(Float(336.0, "Downlink commands issued longer ago are refused while the "
+                                             "clock is synchronised (336: the broker keeps a session 14 days).",
+                                             min=1, max=8760))
     reconnect_min_seconds: float = key(Float(1.0, "First reconnect delay.", min=0.1, max=600))
     reconnect_max_seconds: float = key(Float(120.0, "Largest reconnect delay.", min=1, max=3600))
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # types for annotations only: importing ports costs nothing a
 
     from kiosk.identity import SiteKey
     from kiosk.model import Decision, ParsedCode, Person
-    from kiosk.mqtt.downlink import Command
+    from kiosk.mqtt.downlink import Admission, Command
     from kiosk.stores.revocation import Batch
     from kiosk.stores.roster_rows import RosterEntry
     from kiosk.stores.trust import Signer
@@ -136,6 +136,17 @@ class Clock(Protocol):
 
 
 # ---------------------------------------------------------------- storage
+class CommandLedger(Protocol):
+    """The last accepted version of each downlink command kind, kept across restarts (kiosk.stores.commands),
+    so a command replayed after a reboot is refused like one replayed before it."""
+
+    def last(self, kind: str) -> tuple[int, datetime] | None:
+        """(version, issue time) of the last accepted command of `kind`, None before the first."""
+
+    def accept(self, kind: str, version: int, issued: datetime) -> None:
+        """Record an applied command. Never raises: a failed write is logged (the version holds in memory)."""
+
+
 class Journal(Protocol):
     """The durable check-in journal, as the pipeline and the app use it (kiosk.stores.journal)."""
 
@@ -311,8 +322,10 @@ class Publisher(Protocol):
     def set_app_snapshot(self, snapshot: Mapping[str, Any]) -> None:
         """The app thread's counters and alarms for telemetry and the retained status (read-only there)."""
 
-    def run_pending_commands(self, handlers: Mapping[str, Command[D]], deps: D, limit: int = 20) -> int:
-        """Run received downlink commands with `deps` on the caller's (the app's) thread; how many ran."""
+    def run_pending_commands(self, handlers: Mapping[str, Command[D]], deps: D, admission: Admission,
+                             limit: int = 20) -> int:
+        """Run received downlink commands admitted by `admission` (versions, issue times) with `deps` on the
+        caller's (the app's) thread; how many ran."""
 
 
 class LoopMonitor(Protocol):

@@ -1,7 +1,8 @@
 """Downlink commands: one plain function per command, of (payload, dependencies), in one table.
 
-The uplink's envelope (`kiosk.mqtt.downlink.execute`) has already checked the size, the JSON and the
-correlation id. A handler validates the whole payload before it changes anything, raises DataError to refuse
+The uplink's envelope (`kiosk.mqtt.downlink.execute`) has already checked the size, the JSON, the
+correlation id, and that the command's `version` is newer than the last accepted one of its kind and its
+`issued` time recent (replays are refused there, for every command). A handler validates the whole payload before it changes anything, raises DataError to refuse
 it (nothing changed; the reason goes back in the answer) and returns the result to answer with. Handlers run
 on the app thread, the only thread that touches the trust and revocation stores, the site's key ring and the
 site state. The roster is the exception, made for it: its changes run on `deps.background` (the app's roster
@@ -22,7 +23,7 @@ from typing import Any, Callable, Mapping
 from kiosk import __version__
 from kiosk.errors import DataError
 from kiosk.identity import parse_keys
-from kiosk.mqtt.downlink import Command
+from kiosk.mqtt.downlink import ENVELOPE_KEYS, Command
 from kiosk.ports import Clock, RevocationStore, Roster, SiteKeyRing, TrustStore
 from kiosk.site import SiteState
 from kiosk.stores.revocation import parse_batches
@@ -88,7 +89,7 @@ def trust(payload: Payload, deps: Dependencies) -> Result:
 
 def config(payload: Payload, deps: Dependencies) -> Result:
     """The site's runtime settings (`mode`, `direction`); every bad key and value named, nothing changed."""
-    changes = {k: v for k, v in payload.items() if k not in ("id", "v")}
+    changes = {k: v for k, v in payload.items() if k not in ENVELOPE_KEYS}
     settings = deps.site.update(**changes)
     for key, value in changes.items():
         log.info("site.%s set to %s by downlink command", key, value)

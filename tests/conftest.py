@@ -188,6 +188,28 @@ def tmpfs(tmp_path):
     yield mount
     for where in mounted:
         subprocess.run(["umount", "-l", str(where)], capture_output=True)
+# ---------------------------------------------------------------- downlink commands as senders make them
+_last_version = [0]
+
+
+def stamped(body: dict, at: float | None = None) -> dict:
+    """`body` with the envelope every sender adds (kiosk.mqtt.downlink.stamp): `issued` at `at` (default now) and a
+    `version` greater than every earlier one of this test session."""
+    from kiosk.mqtt.downlink import stamp
+
+    out = stamp(body, time.time() if at is None else at, _last_version[0])
+    _last_version[0] = out["version"]
+    return out
+
+
+def admission(ledger_file: Path, clock=None, max_age_hours: float = 336.0):
+    """What the App admits commands with: a ledger file and (default) a synchronised running clock."""
+    from kiosk.clock import FixedClock
+    from kiosk.mqtt.downlink import Admission
+    from kiosk.stores.commands import CommandLedger
+
+    return Admission(CommandLedger(ledger_file),
+                     clock or FixedClock(datetime.now(timezone.utc), running=True), max_age_hours * 3600)
 
 
 # ---------------------------------------------------------------- configuration and journal helpers
@@ -301,6 +323,10 @@ class Watcher:
     def publish(self, topic: str, payload) -> None:
         data = payload if isinstance(payload, (bytes, str)) else json.dumps(payload)
         self.client.publish(topic, data, qos=1).wait_for_publish(10)
+
+    def command(self, topic: str, body: dict, at: float | None = None) -> None:
+        """Publish a downlink command with its envelope (`stamped`)."""
+        self.publish(topic, stamped(body, at))
 
     def next(self, topic: str, timeout: float = 10.0, where: Callable[[object], bool] = lambda body: True):
         """The next message on `topic` whose body satisfies `where` (others on that topic are skipped)."""

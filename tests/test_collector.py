@@ -37,6 +37,16 @@ def test_validate_rejects_bad_events():
     assert validate(payload(id=""), TOPIC) is None
     assert validate(payload(device="d9"), TOPIC) is None          # not the publishing device's own event
     assert validate(b" " * 70_000, TOPIC) is None
+    for number in ("NaN", "Infinity", "-Infinity", "1e999"):      # Python's json reads them; JSON has none
+        assert validate(payload()[:-1] + f', "latency_ms": {number}}}'.encode(), TOPIC) is None, number
+
+
+def test_kiosk_state_with_non_finite_numbers_is_refused():
+    from kiosk.fleet.collector import _json_object
+
+    assert _json_object(b'{"outbox": {"pending": 3}}', 1000) == {"outbox": {"pending": 3}}
+    assert _json_object(b'{"outbox": {"pending": NaN}}', 1000) is None
+    assert _json_object(b'{"uptime_s": 1e400}', 1000) is None
 
 
 def test_two_collectors_share_the_load_without_duplicates(tmp_path, broker):
@@ -265,10 +275,12 @@ def test_bad_messages_are_counted_by_kind_and_logged_once_each(tmp_path, broker,
     cfg = kiosk_config(tmp_path, broker.port)
     watcher = watcher_factory(broker.port, "kiosk/s1/d1/ack")
     good = json.loads(payload())
-    messages = [(TOPIC, b"not json"), (TOPIC, b"not json either"), (TOPIC, b"[1, 2]"),
+    messages = [(TOPIC, b"not json"), (TOPIC, payload(id="d" * 32)[:-1] + b', "latency_ms": NaN}'),
+                (TOPIC, b"[1, 2]"),
                 (TOPIC, payload(seq=None)), (TOPIC, payload(device="d9")),
                 (TOPIC, payload(id="b" * 32, ts="yesterday")), (TOPIC, payload(id="c" * 32, verdict="<b>x</b>")),
-                ("kiosk/s1/d1/status", b"\xff\xfe"), ("kiosk/s1/d1/telemetry", b"{}"),
+                ("kiosk/s1/d1/status", b'{"state": "online", "since": Infinity}'),
+                ("kiosk/s1/d1/telemetry", b"{}"),
                 (TOPIC, json.dumps(good).encode()), (TOPIC, json.dumps(good).encode())]
     with caplog.at_level(logging.WARNING, logger="kiosk.fleet.collector"), \
             running_collector(cfg, tmp_path / "c.sqlite") as collector:
@@ -282,7 +294,7 @@ def test_bad_messages_are_counted_by_kind_and_logged_once_each(tmp_path, broker,
     assert collector.result.stored == 1 and collector.result.duplicates == 1
     assert acked["v"] == 1
     lines = [r.getMessage() for r in caplog.records if "rejected a message" in r.getMessage()]
-    assert len(lines) == 7 and not any("not json" in line for line in lines)      # one per kind, no content
+    assert len(lines) == 7 and not any("NaN" in line for line in lines)      # one per kind, no content
     store = EventStore(tmp_path / "c.sqlite")
     assert store.ids() == [good["id"]]
     store.close()

@@ -246,6 +246,7 @@ def test_staff_list_counts_then_pushes_and_shows_each_kiosks_answer(console):
     push_id = r.headers["location"].split("/")[-1].split("?")[0]
     [(topic, body)] = sent
     assert topic == "kiosk/s1/all/cmd/roster" and body["id"] == push_id and len(body["entries"]) == 3
+    assert isinstance(body["version"], int) and datetime.fromisoformat(body["issued"]).tzinfo is not None
     assert body["entries"][1]["doses"] == "2021-11-02:AstraZeneca"
     console.staff.on_result("s1", "d1", "roster", {"v": 1, "ok": True, "id": push_id, "result": {"count": 3}})
     console.staff.on_result("s2", "d2", "roster", {"v": 1, "ok": True, "id": push_id})     # another site: ignored
@@ -411,3 +412,25 @@ def test_trace_looks_under_every_key_of_the_site_ring(console):
     c = client(console, "owner1")
     r = c.post("/trace?site=s1", data={"csrf": token(c, "/trace?site=s1"), "number": "079090000001", "days": "14"})
     assert re.search(r'class="count">(\d+)<', r.text).group(1) == "2"
+
+
+def test_each_staff_push_carries_a_newer_version_even_when_the_clock_steps_back(console, monkeypatch):
+    """The kiosks refuse a roster command whose version is not newer than the last one they took."""
+    import kiosk.fleet.staff as staff
+
+    sent = []
+    console.staff.publish = lambda topic, body: sent.append(body) or True
+    c = client(console, "owner1")
+
+    def push():
+        r = upload(c, GOOD_CSV.encode())
+        push_token = re.search(r'name="token" value="([^"]+)"', r.text).group(1)
+        r = c.post("/staff/push?site=s1", data={"csrf": token(c, "/staff?site=s1"), "token": push_token},
+                   follow_redirects=False)
+        assert r.status_code == 303
+
+    push()
+    monkeypatch.setattr(staff, "now_ms", lambda: sent[0]["version"] - 60_000)    # the clock went back a minute
+    push()
+    assert sent[1]["version"] == sent[0]["version"] + 1
+    assert datetime.fromisoformat(sent[1]["issued"]) < datetime.fromisoformat(sent[0]["issued"])

@@ -194,7 +194,7 @@ def test_revocation_end_to_end_over_mqtt(broker, watcher_factory, running_app): 
         return event["kind"], event["verdict"], event["reason"]
 
     def command(body):
-        watcher.publish(f"{PREFIX}/cmd/trust", body)
+        watcher.command(f"{PREFIX}/cmd/trust", body, at=app.clock.now().timestamp())
         return watcher.next(f"{PREFIX}/cmd/trust/result")
 
     assert scan(revoked) == ("dcc", "invalid", "unknown_key")

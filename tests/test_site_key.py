@@ -181,10 +181,11 @@ def test_site_keys_over_mqtt_are_installed_never_logged_nor_answered(broker, wat
     local_ref = scan_ref()
     assert local_ref != subject_ref(key.key, THU)
     bad = {"site_keys": [{"id": "x", "key": base64.b64encode(b"short").decode(), "since": NOW.isoformat()}]}
-    watcher.publish(f"{PREFIX}/cmd/trust", bad)
+    watcher.command(f"{PREFIX}/cmd/trust", bad, at=app.clock.now().timestamp())
     answer = watcher.next(f"{PREFIX}/cmd/trust/result")
     assert answer["ok"] is False and "32 bytes" in answer["error"]
-    watcher.publish("kiosk/s1/all/cmd/trust", {"id": "k-1", "site_keys": [key.to_json()]})  # site-wide
+    watcher.command("kiosk/s1/all/cmd/trust", {"id": "k-1", "site_keys": [key.to_json()]},  # site-wide
+                    at=app.clock.now().timestamp())
     answer = watcher.next(f"{PREFIX}/cmd/trust/result")
     assert answer["ok"] and answer["result"]["site_keys"]["in_use"] == "site-2021-11", answer
     assert scan_ref() == subject_ref(key.key, THU)

@@ -1,11 +1,13 @@
 """Uplink against a real Mosquitto: events, acks, downlink commands, alarms and connection errors."""
+import json
 import socket
 import threading
 from datetime import datetime, timezone
 
 import pytest
 
-from conftest import assert_exactly_once, fill_journal, journal_states, kiosk_config, running_collector, wait_for
+from conftest import (admission, assert_exactly_once, fill_journal, journal_states, kiosk_config, running_collector,
+                      stamped, wait_for)
 from fakes import QueueReader
 from kiosk import remote
 from kiosk.errors import DataError
@@ -97,9 +99,12 @@ def run_commands_until(up, handlers, watcher, topic, timeout=10.0):
     """The app's main loop in miniature: run queued commands (and `ping`) until the result on `topic` arrives."""
     import time
 
+    from kiosk.stores.commands import ledger_path
+
+    admitted = admission(ledger_path(up.journal_path))   # read from the file each time, as after a restart
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        up.run_pending_commands({"ping": remote.ping, **handlers}, ping_deps(up))
+        up.run_pending_commands({"ping": remote.ping, **handlers}, ping_deps(up), admitted)
         try:
             return watcher.next(topic, timeout=0.05)
         except AssertionError:
@@ -114,17 +119,20 @@ def test_roster_command_takes_effect_on_the_app_thread(tmp_path, broker, watcher
     up = make_uplink(cfg)
     wait_for(lambda: online(up), 10, what="online")
     roster = RosterHandler()
-    watcher.publish(f"{PREFIX}/cmd/roster", {"id": "c-1", "version": 7, "entries": [{"id": "x1"}, {"id": "x2"}]})
+    command = stamped({"id": "c-1", "entries": [{"id": "x1"}, {"id": "x2"}]})
+    watcher.publish(f"{PREFIX}/cmd/roster", command)
     result = run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/roster/result")
-    assert result == {"v": 1, "ok": True, "error": None, "result": {"count": 2, "version": 7}, "id": "c-1"}
-    assert roster.version == 7 and len(roster.entries) == 2
+    version = command["version"]
+    assert result == {"v": 1, "ok": True, "error": None, "result": {"count": 2, "version": version}, "id": "c-1"}
+    assert roster.version == version and len(roster.entries) == 2
 
 
 @pytest.mark.parametrize("name, payload, error", [
     ("roster", b"\xff not json", "malformed"),
     ("roster", b"[1, 2]", "malformed"),
-    ("roster", b'{"version": 8, "entries": "everyone"}', "entries"),
+    ("roster", json.dumps(stamped({"entries": "everyone"})).encode(), "entries"),
     ("reboot", b"{}", "unknown command"),
+    ("roster", b'{"entries": []}', "'version' must be"),
 ])
 def test_bad_commands_are_rejected_and_change_nothing(tmp_path, broker, watcher_factory, make_uplink,
                                                       name, payload, error):
@@ -141,6 +149,34 @@ def test_bad_commands_are_rejected_and_change_nothing(tmp_path, broker, watcher_
     assert up.counters["commands_rejected"] == 1
 
 
+def test_a_command_replayed_after_a_restart_is_refused(tmp_path, broker, watcher_factory, make_uplink):
+    """The last accepted version of each kind is kept in a file beside the journal: a replay (the same
+    command, or an older one) is refused after the kiosk restarts as before it."""
+    from kiosk.stores.commands import ledger_path
+
+    cfg = kiosk_config(tmp_path, broker.port)
+    fill_journal(cfg.journal.path, 1)
+    watcher = watcher_factory(broker.port, f"{PREFIX}/cmd/+/result")
+    old, new = stamped({"id": "v3", "entries": [{"id": "x1"}]}), stamped({"id": "v10", "entries": [{"id": "x2"}]})
+    roster = RosterHandler()
+    up = make_uplink(cfg)
+    wait_for(lambda: online(up), 10, what="online")
+    for command in (old, new):
+        watcher.publish(f"{PREFIX}/cmd/roster", command)
+        assert run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/roster/result")["ok"]
+    up.stop()
+    assert json.loads(ledger_path(cfg.journal.path).read_text())["roster"]["version"] == new["version"]
+    up = make_uplink(cfg)                                            # the kiosk restarted
+    for replay in (old, new):
+        watcher.publish(f"{PREFIX}/cmd/roster", replay)
+        answer = run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/roster/result")
+        assert answer["ok"] is False and answer["id"] == replay["id"], answer
+        assert f"last accepted (version {new['version']}" in answer["error"] or "repeated" in answer["error"]
+    assert roster.entries == [{"id": "x2"}] and roster.calls == 2
+    watcher.command(f"{PREFIX}/cmd/roster", {"id": "v11", "entries": [{"id": "x3"}]})
+    assert run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/roster/result")["ok"]
+
+
 def test_only_own_and_site_wide_commands_are_received(tmp_path, broker, watcher_factory, make_uplink):
     cfg = kiosk_config(tmp_path, broker.port)
     fill_journal(cfg.journal.path, 1)
@@ -148,9 +184,9 @@ def test_only_own_and_site_wide_commands_are_received(tmp_path, broker, watcher_
     up = make_uplink(cfg)
     wait_for(lambda: online(up), 10, what="online")
     roster = RosterHandler()
-    watcher.publish("kiosk/s1/d2/cmd/roster", {"version": 9, "entries": [{"id": "other"}]})
-    watcher.publish("kiosk/s2/all/cmd/roster", {"version": 9, "entries": [{"id": "other site"}]})
-    watcher.publish("kiosk/s1/all/cmd/ping", {"id": 42})   # site-wide: received, after the two above
+    watcher.command("kiosk/s1/d2/cmd/roster", {"entries": [{"id": "other"}]})
+    watcher.command("kiosk/s2/all/cmd/roster", {"entries": [{"id": "other site"}]})
+    watcher.command("kiosk/s1/all/cmd/ping", {"id": 42})   # site-wide: received, after the two above
     result = run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/ping/result")
     assert result["ok"] and result["id"] == 42 and result["result"]["pong"] is True
     assert roster.calls == 0 and up.counters["commands"] == 1
@@ -280,40 +316,45 @@ def test_downlink_commands_take_effect_on_the_next_scan_and_bad_ones_change_noth
         return event["verdict"], event["reason"], event["direction"], event["mode"]
 
     def command(topic_name, body, *, site_wide=False):
+        """A command stamped at the kiosk's own (fixed, 2021) clock; bytes sent as they are."""
         base = "kiosk/s1/all" if site_wide else PREFIX
+        if isinstance(body, dict):
+            body = stamped(body, at=app.clock.now().timestamp())
         watcher.publish(f"{base}/cmd/{topic_name}", body)
-        return watcher.next(f"{PREFIX}/cmd/{topic_name}/result")
+        return body, watcher.next(f"{PREFIX}/cmd/{topic_name}/result")
 
     assert scan() == ("black", "no_health_data", "in", "health")
-    answer = command("roster", {"id": "r-1", "op": "replace", "version": 3,
-                                "entries": [{"id": "C0000004", "doses": "2021-10-01"}]})
-    assert answer == {"v": 1, "ok": True, "error": None, "result": {"count": 1, "version": 3}, "id": "r-1"}
+    sent, answer = command("roster", {"id": "r-1", "op": "replace",
+                                      "entries": [{"id": "C0000004", "doses": "2021-10-01"}]})
+    version = sent["version"]
+    assert answer == {"v": 1, "ok": True, "error": None, "result": {"count": 1, "version": version}, "id": "r-1"}
     assert scan() == ("green", "vaccinated_14d", "in", "health")
 
     # malformed or invalid: rejected with a reason, the roster (and the verdict) unchanged
-    for bad in (b"{not json", {"op": "replace", "version": 4, "entries": [{"id": "X1", "doses": "2021-10-01"},
-                                                                          {"id": "X2", "doses": "yesterday"}]},
-                {"op": "replace", "version": "4", "entries": []}, {"op": "remove", "keys": "C0000004"},
-                {"op": "shuffle", "entries": []}):
-        answer = command("roster", bad)
+    for bad in (b"{not json", {"op": "replace", "entries": [{"id": "X1", "doses": "2021-10-01"},
+                                                            {"id": "X2", "doses": "yesterday"}]},
+                {"op": "remove", "keys": "C0000004"}, {"op": "shuffle", "entries": []}):
+        _, answer = command("roster", bad)
         assert answer["ok"] is False and answer["error"], bad
-    assert (app.roster.count, app.roster.version) == (1, 3)
+    _, answer = command("roster", json.dumps(sent).encode())     # the first command again: a replay
+    assert answer["ok"] is False and "repeated" in answer["error"]
+    assert (app.roster.count, app.roster.version) == (1, version)
     assert scan() == ("green", "vaccinated_14d", "in", "health")
 
     # trust: a bad certificate is rejected whole
-    answer = command("trust", {"entries": [{"kid": "AAAA", "certificate": "!!"}]})
+    _, answer = command("trust", {"entries": [{"kid": "AAAA", "certificate": "!!"}]})
     assert answer["ok"] is False and app.trust.count == 0
 
     # config: own topic applies; site-wide topic is heard too, and a bad value changes nothing
-    assert command("config", {"direction": "out"})["result"] == {"direction": "out", "mode": "health"}
-    answer = command("config", {"mode": "party", "direction": "in"}, site_wide=True)
+    assert command("config", {"direction": "out"})[1]["result"] == {"direction": "out", "mode": "health"}
+    _, answer = command("config", {"mode": "party", "direction": "in"}, site_wide=True)
     assert answer["ok"] is False and "mode" in answer["error"]
     assert scan() == ("green", "vaccinated_14d", "out", "health")
 
-    assert command("roster", {"op": "remove", "keys": ["C0000004"]})["result"] == {"removed": 1, "count": 0,
-                                                                                 "version": 3}
+    sent, answer = command("roster", {"op": "remove", "keys": ["C0000004"]})
+    assert answer["result"] == {"removed": 1, "count": 0, "version": sent["version"]}
     assert scan() == ("black", "no_health_data", "out", "health")
-    assert command("ping", {"id": 5})["result"]["pong"] is True
+    assert command("ping", {"id": 5})[1]["result"]["pong"] is True
     assert app.uplink.counters["commands_rejected"] == 7
 
 
@@ -331,7 +372,7 @@ def test_both_protocol_versions_deliver_confirm_and_keep_the_downlink_session(tm
         up.stop()
     assert_exactly_once(collector_db, cfg.journal.path)
     # a command sent while the kiosk is away waits in its persistent session and is answered on return
-    watcher.publish(f"{PREFIX}/cmd/ping", {"id": "while-away"})
+    watcher.command(f"{PREFIX}/cmd/ping", {"id": "while-away"})
     up = make_uplink(cfg)
     result = run_commands_until(up, {}, watcher, f"{PREFIX}/cmd/ping/result")
     assert result["ok"] and result["id"] == "while-away"

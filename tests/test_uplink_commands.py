@@ -12,12 +12,12 @@ import threading
 
 import pytest
 
-from conftest import fill_journal, kiosk_config
+from conftest import admission, fill_journal, kiosk_config, stamped
 from fakes import FakeBroker
 from kiosk import remote
 from kiosk.errors import DataError
-from kiosk.mqtt.downlink import MAX_COMMAND_BYTES, MAX_CORRELATION_ID
-from kiosk.mqtt.uplink import MAX_QUEUED_COMMANDS, Uplink
+from kiosk.mqtt.downlink import MAX_COMMAND_BYTES, MAX_CORRELATION_ID, MAX_QUEUED_COMMANDS
+from kiosk.mqtt.uplink import Uplink
 from kiosk.site import SiteState
 
 PREFIX = "kiosk/s1/d1"
@@ -33,6 +33,7 @@ class Kiosk:
         self.up = Uplink(cfg, cfg.journal.path, client_factory=self.broker.client)
         self.site = SiteState("trace", "in")
         self.handlers = handlers or remote.COMMAND_HANDLERS
+        self.admission = admission(tmp_path / "commands.json")
         self.deps = remote.Dependencies(roster=None, trust=None, revocations=None, keys=None, site=self.site,
                                         clock=None, link_state=lambda: self.up.state)   # what config and ping use
         self.up.start()
@@ -44,6 +45,9 @@ class Kiosk:
         self.broker.wait_for(lambda: "operator" in self.broker.clients, what="the operator")
 
     def send(self, name, payload, base=PREFIX) -> None:
+        """bytes as they are; a dict with its envelope (`stamped`) unless it has a version already."""
+        if isinstance(payload, dict) and "version" not in payload:
+            payload = stamped(payload)
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         self.operator.publish(f"{base}/cmd/{name}", data, qos=1)
         self.broker.settle()
@@ -54,7 +58,7 @@ class Kiosk:
     def ask(self, name, payload, base=PREFIX) -> dict:
         before = len(self.answers(name))
         self.send(name, payload, base)
-        assert self.up.run_pending_commands(self.handlers, self.deps) == 1
+        assert self.up.run_pending_commands(self.handlers, self.deps, self.admission) == 1
         answers = self.answers(name)
         assert len(answers) == before + 1
         return answers[-1]
@@ -150,17 +154,146 @@ def test_handlers_run_on_the_calling_thread_with_the_dependencies(kiosk):
     answer = k.ask("probe", {"refuse": True})
     assert answer["error"] == "refused\n  - first problem\n  - second problem"
     assert [(t, d) for t, d, _ in seen] == [(threading.current_thread(), k.deps)] * 2
-    assert seen[0][2] == {"a": 1}
+    assert seen[0][2]["a"] == 1 and set(seen[0][2]) == {"a", "version", "issued"}
 
 
 def test_at_most_max_queued_commands_wait(kiosk, caplog):
     k = kiosk()
     for i in range(MAX_QUEUED_COMMANDS + 5):
-        k.operator.publish(f"{PREFIX}/cmd/ping", json.dumps({"id": i}), qos=1)
+        k.operator.publish(f"{PREFIX}/cmd/ping", json.dumps(stamped({"id": i})), qos=1)
     k.broker.settle()
     done = 0
-    while k.up.run_pending_commands(k.handlers, k.deps):
+    while k.up.run_pending_commands(k.handlers, k.deps, k.admission):
         done = len(k.answers("ping"))
     assert done == MAX_QUEUED_COMMANDS
     assert [a["id"] for a in k.answers("ping")] == list(range(MAX_QUEUED_COMMANDS))
-    assert sum("downlink command dropped" in r.getMessage() for r in caplog.records) == 5
+    assert sum("downlink command dropped" in r.getMessage() for r in caplog.records) == 1   # once per burst
+    assert k.up.counters["commands_dropped"] == 5
+
+
+# ---------------------------------------------------------------- versions and issue times (replays)
+def test_a_command_without_its_version_and_issue_time_is_refused(kiosk):
+    k = kiosk()
+    answer = k.ask("config", {"id": "c-1", "direction": "out", "version": 0, "issued": None}
+                   | {"version": "12"})
+    assert answer["ok"] is False and answer["id"] == "c-1"
+    assert "'version' must be a whole number" in answer["error"] and "'issued' must be the issue time" in answer["error"]
+    answer = k.ask("config", {"direction": "out", "version": 5, "issued": "2021-11-15T09:00:00"})   # no offset
+    assert answer["ok"] is False and "'issued'" in answer["error"] and "'version'" not in answer["error"]
+    assert k.site.direction == "in" and k.admission.ledger.last("config") is None
+
+
+def test_a_repeated_or_older_command_is_refused_with_the_reason(kiosk):
+    k = kiosk()
+    first = stamped({"direction": "out"})
+    assert k.ask("config", first)["ok"] is True
+    k.site.update(direction="in")                                   # someone changed it back since
+    again = k.ask("config", first)                                  # the same command once more (a replay)
+    assert again["ok"] is False and again["error"].startswith(f"config version {first['version']} refused: repeated")
+    older = k.ask("config", {**stamped({"direction": "out"}), "version": first["version"] - 1})
+    assert older["ok"] is False and "older than the last accepted" in older["error"]
+    assert k.site.direction == "in"
+    assert k.ask("config", stamped({"direction": "out"}))["ok"] is True
+    assert k.site.direction == "out"
+    # versions are per kind: a ping's version has nothing to do with config's
+    assert k.ask("ping", {**stamped({}), "version": 1})["ok"] is True
+
+
+def test_a_refused_command_does_not_use_up_its_version(kiosk):
+    k = kiosk()
+    bad = stamped({"mode": "party"})
+    assert k.ask("config", bad)["ok"] is False
+    assert k.ask("config", {**bad, "mode": "trace"})["ok"] is True     # corrected, same version: applied
+
+
+def test_issue_times_are_judged_only_by_a_synchronised_clock(tmp_path, kiosk):
+    from fakes import ManualTime
+
+    k = kiosk()
+    now = ManualTime()
+    k.admission = admission(tmp_path / "commands.json", now.clock(), max_age_hours=24)
+    stale = k.ask("config", stamped({"direction": "out"}, at=now.wall() - 25 * 3600))
+    assert stale["ok"] is False and "more than 24 hours ago" in stale["error"]
+    future = k.ask("config", stamped({"direction": "out"}, at=now.wall() + 3600))
+    assert future["ok"] is False and "in the future" in future["error"]
+    assert k.ask("config", stamped({"direction": "out"}, at=now.wall() - 23 * 3600))["ok"] is True
+    k.admission = admission(tmp_path / "commands.json", now.clock(synced=False), max_age_hours=24)
+    assert k.ask("config", stamped({"direction": "in"}, at=now.wall() - 25 * 3600))["ok"] is True
+
+
+def test_non_finite_numbers_are_not_json(kiosk):
+    k = kiosk()
+    body = json.dumps(stamped({"direction": "out"}))[:-1]
+    for bad in (body + ', "x": NaN}', body + ', "x": -Infinity}', body + ', "x": 1e999}'):
+        answer = k.ask("config", bad.encode())
+        assert answer["error"] == "malformed command: expected a JSON object", bad
+    assert k.site.direction == "in"
+
+
+def test_acks_with_non_finite_numbers_are_ignored():
+    from kiosk.mqtt.downlink import parse_ack
+
+    assert parse_ack(b'{"ids": ["a"], "upto_seq": 3}') == (["a"], 3)
+    assert parse_ack(b'{"ids": ["a"], "upto_seq": NaN}') == ([], None)
+    assert parse_ack(b'{"ids": ["a"], "upto_seq": 1e999}') == ([], None)
+
+
+# ---------------------------------------------------------------- big commands and floods
+def test_a_command_over_the_limit_is_answered_but_never_queued_with_its_payload(kiosk):
+    k = kiosk()
+    k.send("config", b"{" + b" " * MAX_COMMAND_BYTES + b"}")
+    assert len(k.up.commands) == 1 and k.up.commands.bytes == 0       # its size only, checked on arrival
+    assert k.up.run_pending_commands(k.handlers, k.deps, k.admission) == 1
+    assert k.answers("config")[-1]["error"] == (f"command too large ({MAX_COMMAND_BYTES + 2} bytes, "
+                                                f"limit {MAX_COMMAND_BYTES})")
+
+
+def test_the_command_queue_is_bounded_in_bytes(kiosk):
+    from kiosk.mqtt.downlink import MAX_QUEUED_COMMAND_BYTES
+
+    k = kiosk()
+    big = json.dumps(stamped({"direction": "out", "pad": "x" * (MAX_COMMAND_BYTES - 200)})).encode()
+    for _ in range(6):
+        k.operator.publish(f"{PREFIX}/cmd/config", big, qos=1)
+    k.broker.settle()
+    assert len(k.up.commands) == MAX_QUEUED_COMMAND_BYTES // len(big) == 4
+    assert k.up.commands.bytes <= MAX_QUEUED_COMMAND_BYTES and k.up.commands.dropped == 2
+
+
+def test_a_flood_of_commands_logs_its_drops_once_per_burst_with_the_count(caplog):
+    from fakes import ManualTime
+    from kiosk.mqtt.downlink import DROP_QUIET_S, CommandQueue
+
+    time_ = ManualTime()
+    commands = CommandQueue(monotonic=time_.monotonic)
+    caplog.set_level(logging.WARNING, logger="kiosk.mqtt.downlink")
+    offered = [commands.offer("ping", b"{}") for _ in range(10_000)]
+    assert sum(offered) == MAX_QUEUED_COMMANDS
+    while commands.take() is not None:      # the app thread takes them; a second flood comes at once
+        pass
+    assert sum(commands.offer("ping", b"{}") for _ in range(10_000)) == MAX_QUEUED_COMMANDS
+    assert len(caplog.records) == 1 and "further drops are counted" in caplog.records[0].getMessage()
+    time_.advance(DROP_QUIET_S)
+    commands.take()
+    assert [r.getMessage() for r in caplog.records[1:]] == [
+        "downlink: 19800 commands were dropped while the queue was full"]
+    assert commands.dropped == 19_800
+
+
+def test_the_ledger_file_survives_a_restart_and_a_corrupt_one_is_moved_aside(tmp_path, caplog):
+    from datetime import datetime, timezone
+
+    from kiosk.stores.commands import CommandLedger
+
+    path = tmp_path / "journal.sqlite.commands.json"
+    at = datetime(2021, 11, 15, 2, tzinfo=timezone.utc)
+    CommandLedger(path).accept("roster", 12, at)
+    assert CommandLedger(path).last("roster") == (12, at) and CommandLedger(path).last("trust") is None
+    path.write_text('{"roster": {"version": "12"}}')
+    assert CommandLedger(path).last("roster") is None
+    assert (tmp_path / "journal.sqlite.commands.json.corrupt").exists() and "was corrupt" in caplog.text
+    (tmp_path / "not-a-folder").write_text("")
+    ledger = CommandLedger(tmp_path / "not-a-folder" / "commands.json")
+    ledger.accept("config", 3, at)     # cannot be written: logged once, never raised, kept in memory
+    ledger.accept("config", 4, at)
+    assert ledger.last("config") == (4, at) and caplog.text.count("command versions not saved") == 1

@@ -7,17 +7,21 @@ On each kiosk (and the console), by file:
     kiosk sitekey import site-keys.json               merged into journal.key_file (ids only are printed)
 or over MQTT, the `trust` command with `site_keys` (TLS and the broker's ACL protect it in transit):
     kiosk sitekey export --file site-keys.json | mosquitto_pub -t kiosk/SITE/all/cmd/trust -s ...
+`export` prints the command with its envelope (issued now, a version of the time in milliseconds): send it
+at once, a kiosk refuses it once it is older than mqtt.command_max_age_hours.
 `show` prints ids, dates and whether rotation is due; only `export` ever prints a key, and says so on stderr.
 """
 from __future__ import annotations
 
 import json
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from kiosk.commands import Args, Parser, Subparsers, emit, load_config
+from kiosk.mqtt.downlink import stamp
 from kiosk.timeparse import parse_instant
 
 if TYPE_CHECKING:
@@ -105,5 +109,6 @@ def run_export(args: Args) -> int:
     ring = _ring(args)
     print("kiosk sitekey export: the output holds the site's keys; send it over TLS to the site's kiosks and do "
           "not keep it", file=sys.stderr)
-    print(json.dumps({"site_keys": [k.to_json() for k in ring.keys]}))
+    # a command, with the envelope every command carries (issue time, version): send it soon after export
+    print(json.dumps(stamp({"site_keys": [k.to_json() for k in ring.keys]}, time.time())))
     return 0

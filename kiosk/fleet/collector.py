@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from kiosk import strictjson
 from kiosk.config import Config
 from kiosk.errors import KioskError, StorageError
 from kiosk.fleet.events import EventStore, safe_id
@@ -41,8 +42,8 @@ def check(payload: bytes, topic: str) -> tuple[dict[str, Any] | None, str | None
     if len(payload) > MAX_EVENT_BYTES:
         return None, "too_large"
     try:
-        event = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        event = strictjson.loads(payload)
+    except ValueError:              # not UTF-8, not JSON, or NaN / Infinity in it
         return None, "not_json"
     if not isinstance(event, dict):
         return None, "not_an_object"
@@ -299,7 +300,7 @@ def _json_object(payload: bytes, limit: int) -> dict[str, Any] | None:
     if len(payload) > limit:
         return None
     try:
-        body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        body = strictjson.loads(payload)
+    except ValueError:
         return None
     return body if isinstance(body, dict) else None

@@ -4,7 +4,8 @@ compared with the list last pushed, then sent to the site's kiosks with the MQTT
 The console never keeps the list itself: per site it keeps one keyed digest per person and per row (the
 site's hash key), enough to count what an upload adds, removes and changes. A validated upload waits in
 this process's memory (30 minutes at most) until the owner pushes it; each kiosk's answer arrives on
-`.../cmd/roster/result` with the push's correlation id.
+`.../cmd/roster/result` with the push's correlation id. Each push carries the envelope every command needs
+(`issued`, and a `version` greater than the site's last push: `kiosk.mqtt.downlink.stamp`).
 """
 from __future__ import annotations
 
@@ -20,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, func, select
 
 from kiosk.errors import DataError
 from kiosk.fleet import schema
 from kiosk.fleet.events import now_ms, upsert
-from kiosk.mqtt.downlink import MAX_COMMAND_BYTES
+from kiosk.mqtt.downlink import MAX_COMMAND_BYTES, stamp
 from kiosk.stores.roster import RosterEntry, parse_csv
 
 PENDING_SECONDS = 1800
@@ -107,13 +108,21 @@ class StaffLists:
             return {str(p): str(d) for p, d in conn.execute(select(s.person, s.digest).where(s.site == site))}
 
     def push(self, upload: Upload, devices: list[str]) -> str:
-        """Send the list to every kiosk of the site (its `all/cmd/roster`); returns the correlation id."""
+        """Send the list to every kiosk of the site (its `all/cmd/roster`); returns the correlation id.
+
+        The command's version (which the kiosks' roster also takes) is the push's time in milliseconds, kept
+        greater than the site's last push should this machine's clock have stepped back; it is stored as the
+        push's `at_ms`, so the next push of any console process on this database follows it."""
         push_id = uuid.uuid4().hex
-        body = {"v": 1, "id": push_id, "op": "replace", "entries": upload.rows}
+        p = schema.roster_pushes.c
+        with self.engine.connect() as conn:
+            last = conn.execute(select(func.max(p.at_ms)).where(p.site == upload.site)).scalar()
+        body = stamp({"v": 1, "id": push_id, "op": "replace", "entries": upload.rows}, now_ms() / 1000,
+                     int(last or 0))
         if not self.publish(self.command_topic(upload.site, "all", "roster"), body):
             raise DataError("the broker is not connected: nothing was sent, try again when the console is online")
         with self.engine.begin() as conn:
-            conn.execute(schema.roster_pushes.insert().values(id=push_id, site=upload.site, at_ms=now_ms(),
+            conn.execute(schema.roster_pushes.insert().values(id=push_id, site=upload.site, at_ms=body["version"],
                                                               user_name=upload.user, rows=len(upload.rows),
                                                               devices=json.dumps(devices)))
             conn.execute(delete(schema.staff).where(schema.staff.c.site == upload.site))

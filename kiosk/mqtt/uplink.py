@@ -19,7 +19,6 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -29,7 +28,7 @@ from kiosk import __version__
 from kiosk.config import Config
 from kiosk.mqtt.backoff import backoff_delay
 from kiosk.mqtt.client import connect_kwargs, describe_error, make_client, refused, tcp_nodelay
-from kiosk.mqtt.downlink import Command, Result, execute, finish
+from kiosk.mqtt.downlink import Admission, Applying, Command, CommandQueue, execute
 from kiosk.mqtt.drain import Drain
 from kiosk.mqtt.supervisor import Supervised
 from kiosk.mqtt.topics import Topics
@@ -39,7 +38,6 @@ from kiosk.timeparse import iso_utc
 
 log = logging.getLogger("kiosk.mqtt.uplink")
 
-MAX_QUEUED_COMMANDS = 100
 STABLE_CONNECTION_S = 10.0        # a connection that lasted this long resets the backoff
 EVENT_WAIT_S = 0.5                # longest the worker waits for an event before its periodic work
 STOPPED = "uplink_stopped"
@@ -72,8 +70,8 @@ class Uplink:
         self.wall = wall
         self.monotonic = monotonic
         self.events: queue.Queue[tuple[Any, ...]] = queue.Queue()          # network thread -> worker
-        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(MAX_QUEUED_COMMANDS)  # -> app thread
-        self._applying: list[tuple[str, dict[str, Any], Future[Result]]] = []  # app thread: answered when done
+        self.commands = CommandQueue(monotonic=monotonic)                  # network thread -> app thread
+        self._applying: list[Applying] = []                                # app thread: answered when done
         self._stopping = threading.Event()
         self.drained = threading.Event()
         self._lock = threading.Lock()    # guards _current, _announced and the order of status messages
@@ -91,7 +89,7 @@ class Uplink:
         self._app: Mapping[str, Any] = MappingProxyType({})
         self.started_at = wall()
         self.counters = {"published": 0, "confirmed": 0, "resent": 0, "dropped": 0, "reconnects": 0,
-                         "commands": 0, "commands_rejected": 0}
+                         "commands": 0, "commands_rejected": 0, "commands_dropped": 0}
         self._workers: list[Supervised] = []
 
     # -------------------------------------------------------------- public
@@ -180,24 +178,25 @@ class Uplink:
             outbox.close()
         return {**self.state, **self.counters, "worker_restarts": self.worker_restarts, "outbox": box}
 
-    def run_pending_commands(self, handlers: Mapping[str, Command[D]], deps: D, limit: int = 20) -> int:
+    def run_pending_commands(self, handlers: Mapping[str, Command[D]], deps: D, admission: Admission,
+                             limit: int = 20) -> int:
         """Execute queued downlink commands on the calling thread; answer each on .../cmd/{name}/result (one
         whose handler handed its work to another thread once that work is done, checked on every call)."""
-        for item in [item for item in self._applying if item[2].done()]:
-            self._applying.remove(item)
-            self._answer(item[0], finish(*item))
+        for applying in [item for item in self._applying if item.work.done()]:
+            self._applying.remove(applying)
+            self._answer(applying.name, applying.finish())
         done = 0
         while done < limit:
-            try:
-                name, payload = self._commands.get_nowait()
-            except queue.Empty:
+            arrival = self.commands.take()
+            if arrival is None:
                 break
             done += 1
-            answer = execute(name, payload, handlers, deps)
-            if isinstance(answer["result"], Future):
-                self._applying.append((name, answer, answer["result"]))
+            outcome = execute(arrival, handlers, deps, admission)
+            if isinstance(outcome, Applying):
+                self._applying.append(outcome)
             else:
-                self._answer(name, answer)
+                self._answer(arrival.name, outcome)
+        self.counters["commands_dropped"] = self.commands.dropped
         return done
 
     def _answer(self, name: str, answer: dict[str, Any]) -> None:
@@ -302,10 +301,8 @@ class Uplink:
                 self.events.put(("ack", bytes(message.payload)))
                 return
             name = self.topics.command_name(message.topic)
-            if name:
-                self._commands.put_nowait((name, bytes(message.payload)))
-        except queue.Full:
-            log.warning("downlink command dropped: %d commands already waiting", MAX_QUEUED_COMMANDS)
+            if name:   # its size is checked here, before it is queued (a command too large is kept as its size)
+                self.commands.offer(name, message.payload)
         except Exception:
             log.debug("on_message failed", exc_info=True)
 
