@@ -364,7 +364,8 @@ class MqttConfig:
     port: int = key(Int(1883, "Broker port (8883 for TLS).", min=1, max=65535))
     protocol: str = key(Str("3.1.1", "MQTT protocol version.", choices=("3.1.1", "5")))
     prefix: str = key(Str("kiosk/{site}/{device}", "Topic prefix; {site} and {device} are filled in."))
-    client_id: str = key(Str("", "Client id (empty: kiosk-{site}-{device})."))
+    client_id: str = key(Str("", "Client id (empty: kiosk-{site}-{device}). The shipped broker configuration "
+                             "uses the user name instead (use_username_as_clientid)."))
     username: str = key(Str("", "Username (empty: none)."))
     password: str = key(Secret("", "Password."))
     tls: bool = key(Bool(False, "Use TLS."))
@@ -411,7 +412,9 @@ class ConsoleConfig:
     sites: str = key(Str("", "Sites whose check-ins the collector stores, comma-separated (empty: every site)."))
     group: str = key(Str("console", "Shared subscription group: console processes in one group split the load.",
                          max_len=64))
-    client_id: str = key(Str("", "MQTT client id, unique per console process (empty: console-{group}-{port})."))
+    client_id: str = key(Str("", "MQTT client id, unique per console process (empty: console-{group}-{port}). The "
+                             "shipped broker configuration uses the login's user name instead: give each console "
+                             "process its own mqtt.username."))
     language: str = key(Str("vi", "Default language of the pages (a user may switch).", choices=("vi", "en")))
     timezone: str = key(Str("Asia/Ho_Chi_Minh", "Time zone of days and hours on the pages."))
     capacity: int = key(Int(0, "Default capacity of a site (people inside at once) for the occupancy warning "

@@ -307,12 +307,14 @@ def assert_exactly_once(db_path: Path, journal_path: Path) -> None:
 class Watcher:
     """A plain MQTT subscriber for assertions: every message lands on one queue as (topic, json|bytes, retain)."""
 
-    def __init__(self, port: int, *topics: str):
+    def __init__(self, port: int, *topics: str, login: tuple[str, str] | None = None):
         import paho.mqtt.client as mqtt
 
         self.messages: queue.Queue = queue.Queue()
         subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"watcher-{uuid.uuid4().hex[:6]}")
+        if login is not None:
+            self.client.username_pw_set(*login)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
         self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         self.client.on_message = lambda c, u, m: self.messages.put((m.topic, _decode(m.payload), m.retain))
@@ -358,14 +360,103 @@ def _decode(payload: bytes):
 def watcher_factory():
     made: list[Watcher] = []
 
-    def make(port: int, *topics: str) -> Watcher:
-        w = Watcher(port, *topics)
+    def make(port: int, *topics: str, login: tuple[str, str] | None = None) -> Watcher:
+        w = Watcher(port, *topics, login=login)
         made.append(w)
         return w
 
     yield make
     for w in made:
         w.close()
+
+
+# ---------------------------------------------------------------- the shipped broker configuration
+CONFIG_MOSQUITTO = Path(__file__).resolve().parents[1] / "config" / "mosquitto"
+
+
+class ShippedBroker:
+    """config/mosquitto/mosquitto.conf as shipped, with only its paths and ports moved into `folder`: TLS on
+    `tls_port`, the plain local listener on `port`, passwords (user `U` has password `pw-U`) and the example ACL
+    with the stanzas `make-acl.sh ARGS...` prints for each of `acl` (("s1", "d2"), ("--role", "operator", "bob"))."""
+
+    def __init__(self, folder: Path, tls: dict[str, Path], users: tuple[str, ...],
+                 acl: tuple[tuple[str, ...], ...] = ()):
+        self.folder, self.tls_port, self.port = folder, free_port(), free_port()
+        self.proc: subprocess.Popen | None = None
+        for name, key in (("broker.crt", "broker_crt"), ("broker.key", "broker_key"), ("ca.crt", "ca_crt")):
+            (folder / name).write_bytes(tls[key].read_bytes())
+        self.ca_file = tls["ca_crt"]
+        conf = (CONFIG_MOSQUITTO / "mosquitto.conf").read_text()
+        for old, new in (("/etc/mosquitto/certs/", f"{folder}/"), ("/etc/mosquitto/", f"{folder}/"),
+                         ("/var/lib/mosquitto/", f"{folder}/"), ("listener 8883", f"listener {self.tls_port} 127.0.0.1"),
+                         ("listener 1883 127.0.0.1", f"listener {self.port} 127.0.0.1"),
+                         ("log_dest syslog", f"log_dest file {folder}/mosquitto.log")):
+            assert old in conf, old
+            conf = conf.replace(old, new)
+        if os.geteuid() == 0:
+            conf += "\nuser root\n"
+        (folder / "kiosk.conf").write_text(conf)
+        stanzas = (CONFIG_MOSQUITTO / "kiosk.acl.example").read_text()
+        for args in acl:
+            stanzas += subprocess.run([str(CONFIG_MOSQUITTO / "make-acl.sh"), *args], capture_output=True,
+                                      text=True, check=True).stdout
+        (folder / "kiosk.acl").write_text(stanzas)
+        for i, user in enumerate(users):
+            subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(folder / "kiosk.passwd"),
+                            user, "pw-" + user], check=True)
+
+    def start(self) -> "ShippedBroker":
+        self.proc = subprocess.Popen(["mosquitto", "-c", str(self.folder / "kiosk.conf")], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        wait_for(lambda: self.proc.poll() is not None or _accepts(self.tls_port), BROKER_START_TIMEOUT,
+                 what="the shipped broker to listen")
+        assert self.proc.poll() is None, self.log()
+        return self
+
+    def log(self) -> str:
+        path = self.folder / "mosquitto.log"
+        return path.read_text() if path.exists() else ""
+
+    def kiosk(self, tmp_path: Path, user: str, **mqtt):
+        """A kiosk configuration for `user` on the TLS listener (site and device from kiosk-SITE-DEVICE)."""
+        _, site, device = user.split("-", 2)
+        return kiosk_config(tmp_path, self.tls_port, site=site, device=device, username=user, password="pw-" + user,
+                            tls=True, ca_file=str(self.ca_file), **mqtt)
+
+    def local(self, tmp_path: Path, user: str, **mqtt):
+        """A configuration for `user` (collector, console, operator) on the plain local listener."""
+        return kiosk_config(tmp_path, self.port, username=user, password="pw-" + user, **mqtt)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def shipped_broker(tmp_path, tls_material):
+    """Start the shipped broker configuration: `shipped_broker(users, acl=...)`; killed at the test's end."""
+    if shutil.which("mosquitto") is None:
+        pytest.skip("mosquitto is not installed (apt install mosquitto)")
+    made: list[ShippedBroker] = []
+
+    def make(users: tuple[str, ...], acl: tuple[tuple[str, ...], ...] = ()) -> ShippedBroker:
+        folder = tmp_path / f"shipped-broker-{len(made)}"
+        folder.mkdir()
+        made.append(ShippedBroker(folder, tls_material, users, acl).start())
+        return made[-1]
+
+    yield make
+    for b in made:
+        b.stop()
 
 
 # ---------------------------------------------------------------- TLS material for a TLS listener

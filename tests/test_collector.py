@@ -1,9 +1,5 @@
 """The reference consumer and the operator commands: validation, idempotent store, shared load, tail, status."""
 import json
-import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -11,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (collected_ids, fill_journal, free_port, journal_states, kiosk_config, running_collector,
+from conftest import (collected_ids, fill_journal, journal_states, kiosk_config, running_collector,
                       wait_for)
 from kiosk.fleet.collector import validate
 from kiosk.fleet.tail import Tail
@@ -212,58 +208,21 @@ def test_example_acl_confines_each_kiosk(tmp_path, broker_factory, watcher_facto
     assert sorted(collected_ids(tmp_path / "c.sqlite")) == sorted(ids)
 
 
-def test_example_broker_config_runs_with_tls_passwords_and_acl(tmp_path, tls_material):
+def test_example_broker_config_runs_with_tls_passwords_and_acl(tmp_path, shipped_broker):
     """config/mosquitto/mosquitto.conf as shipped, with only its paths and ports moved into tmp_path."""
     from kiosk.mqtt.uplink import Uplink
 
-    if shutil.which("mosquitto") is None:
-        pytest.skip("mosquitto is not installed (apt install mosquitto)")
-    example = Path(__file__).resolve().parents[1] / "config" / "mosquitto"
-    tls_port, local_port = free_port(), free_port()
-    for name, key in (("broker.crt", "broker_crt"), ("broker.key", "broker_key"), ("ca.crt", "ca_crt")):
-        (tmp_path / name).write_bytes(tls_material[key].read_bytes())
-    conf = (example / "mosquitto.conf").read_text()
-    for old, new in (("/etc/mosquitto/certs/", f"{tmp_path}/"), ("/etc/mosquitto/", f"{tmp_path}/"),
-                     ("/var/lib/mosquitto/", f"{tmp_path}/"), ("listener 8883", f"listener {tls_port} 127.0.0.1"),
-                     ("listener 1883 127.0.0.1", f"listener {local_port} 127.0.0.1"),
-                     ("log_dest syslog", f"log_dest file {tmp_path}/mosquitto.log")):
-        assert old in conf, old
-        conf = conf.replace(old, new)
-    if os.geteuid() == 0:
-        conf += "\nuser root\n"
-    (tmp_path / "kiosk.conf").write_text(conf)
-    (tmp_path / "kiosk.acl").write_text((example / "kiosk.acl.example").read_text())
-    for i, user in enumerate(("kiosk-s1-d1", "collector")):
-        subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if i == 0 else []), str(tmp_path / "kiosk.passwd"),
-                        user, "pw-" + user], check=True)
-    proc = subprocess.Popen(["mosquitto", "-c", str(tmp_path / "kiosk.conf")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        wait_for(lambda: proc.poll() is not None or _accepts(tls_port), 10, what="the broker to listen")
-        assert proc.poll() is None, (tmp_path / "mosquitto.log").read_text()
-        kiosk = kiosk_config(tmp_path, tls_port, username="kiosk-s1-d1", password="pw-kiosk-s1-d1", tls=True,
-                             ca_file=str(tls_material["ca_crt"]))
-        collector_cfg = kiosk_config(tmp_path, local_port, username="collector", password="pw-collector")
-        ids = fill_journal(kiosk.journal.path, 30)
-        with running_collector(collector_cfg, tmp_path / "c.sqlite"):
-            up = Uplink(kiosk, kiosk.journal.path)
-            up.start()
-            try:
-                wait_for(lambda: journal_states(kiosk.journal.path) == {"confirmed": 30}, 30, what="confirmed")
-            finally:
-                up.stop()
-        assert sorted(collected_ids(tmp_path / "c.sqlite")) == sorted(ids)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-
-
-def _accepts(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
+    broker = shipped_broker(("kiosk-s1-d1", "collector"))
+    kiosk = broker.kiosk(tmp_path, "kiosk-s1-d1")
+    ids = fill_journal(kiosk.journal.path, 30)
+    with running_collector(broker.local(tmp_path, "collector"), tmp_path / "c.sqlite"):
+        up = Uplink(kiosk, kiosk.journal.path)
+        up.start()
+        try:
+            wait_for(lambda: journal_states(kiosk.journal.path) == {"confirmed": 30}, 30, what="confirmed")
+        finally:
+            up.stop()
+    assert sorted(collected_ids(tmp_path / "c.sqlite")) == sorted(ids)
 
 
 def test_bad_messages_are_counted_by_kind_and_logged_once_each(tmp_path, broker, watcher_factory, caplog):

@@ -17,7 +17,8 @@ def register(sub: Subparsers, common: Parser) -> None:
     p.add_argument("--db", default="collector.sqlite", help="SQLite file for the events (default: %(default)s)")
     p.add_argument("--group", default="collectors", help="shared subscription group (default: %(default)s)")
     p.add_argument("--plain", action="store_true", help="a plain, not shared, subscription (one collector only)")
-    p.add_argument("--client-id", help="MQTT client id, unique per collector (default: collector-GROUP)")
+    p.add_argument("--client-id", help="MQTT client id, unique per collector (default: collector-GROUP); the "
+                                       "shipped broker configuration uses the user name: one user per collector")
     p.add_argument("--max-events", type=int, help="stop after storing this many new events")
     p.add_argument("--until-idle", type=seconds, metavar="SECONDS", help="stop when nothing arrived for this long")
     p.set_defaults(func=run)

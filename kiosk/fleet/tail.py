@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import time
 import uuid
@@ -13,6 +14,8 @@ from kiosk.config import Config
 from kiosk.fleet.collector import validate
 from kiosk.mqtt.client import close, connect_or_explain, make_client
 from kiosk.mqtt.topics import checkin_filter
+
+log = logging.getLogger("kiosk.fleet.tail")
 
 SUBJECT_ORDER = ("name", "id", "birth", "gender")
 
@@ -47,6 +50,7 @@ class Tail:
         self.seen: OrderedDict[str, None] = OrderedDict()
         self._messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.printed = 0
+        self._lost = False           # logged once per lost connection, not per reconnect attempt
 
     def show(self, topic: str, payload: bytes) -> bool:
         event = validate(payload, topic)
@@ -59,12 +63,29 @@ class Tail:
         self.printed += 1
         return True
 
+    def _on_connected(self, client: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+        if self._lost:
+            log.warning("kiosk tail: connected again")
+            self._lost = False
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any = None) -> None:
+        try:
+            if not self._lost:
+                self._lost = True
+                log.warning("kiosk tail: connection lost (%s); reconnecting. A broker that binds client ids to user "
+                            "names (the shipped configuration) closes a connection when another one logs in with "
+                            "the same user: give each running tail a login of its own", reason_code)
+        except Exception:  # callbacks never raise into paho
+            pass
+
     def run(self, *, max_events: int | None = None, until_idle: float | None = None) -> int:
         client = make_client(self.cfg, client_id=f"kiosk-tail-{uuid.uuid4().hex[:8]}", clean=True,
                              auto_reconnect=True)
         client.on_message = lambda c, u, m: self._messages.put((m.topic, bytes(m.payload)))
+        client.on_disconnect = self._on_disconnect
         connect_or_explain(self.cfg, client, timeout=10.0, who="kiosk tail", clean=True,
-                           on_connected=lambda c: c.subscribe(self.topic, qos=1))
+                           on_connected=self._on_connected)
         last = time.monotonic()
         try:
             while max_events is None or self.printed < max_events:

@@ -24,10 +24,11 @@ def default_client_id(cfg: Config) -> str:
 
 
 def make_client(cfg: Config, *, client_id: str | None = None, clean: bool = False,
-                auto_reconnect: bool = False) -> mqtt.Client:
+                auto_reconnect: bool = False, manual_ack: bool = False) -> mqtt.Client:
     """A paho 2.x client with the configured protocol, credentials and TLS (not connected).
 
     auto_reconnect: let paho's loop reconnect by itself (consumers); the kiosk's uplink runs its own loop.
+    manual_ack: received QoS 1 messages are acknowledged only by `client.ack` (a probe in the kiosk's session).
     The uplink's default client factory (see `kiosk.ports.MqttClient` for what it uses)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -36,7 +37,7 @@ def make_client(cfg: Config, *, client_id: str | None = None, clean: bool = Fals
     kwargs: dict[str, Any] = {"callback_api_version": CallbackAPIVersion.VERSION2,
                               "client_id": client_id or default_client_id(cfg),
                               "protocol": mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
-                              "reconnect_on_failure": auto_reconnect}
+                              "reconnect_on_failure": auto_reconnect, "manual_ack": manual_ack}
     if not v5:
         kwargs["clean_session"] = clean
     client = mqtt.Client(**kwargs)
