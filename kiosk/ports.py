@@ -361,13 +361,15 @@ class MqttClient(Protocol):
     network thread, with the userdata given to `user_data_set` as their second argument:
     on_connect(client, userdata, flags, reason_code, properties), on_disconnect(client, userdata, flags,
     reason_code, properties), on_publish(client, userdata, mid, reason_code, properties) once a QoS 1
-    message is PUBACKed (QoS 0: once sent), on_message(client, userdata, message).
+    message is PUBACKed (QoS 0: once sent), on_message(client, userdata, message), on_subscribe(client,
+    userdata, mid, reason_codes, properties) once a SUBACK came.
     """
 
     on_connect: Callable[..., None] | None
     on_disconnect: Callable[..., None] | None
     on_publish: Callable[..., None] | None
     on_message: Callable[..., None] | None
+    on_subscribe: Callable[..., None] | None
 
     def user_data_set(self, userdata: Any) -> None: ...
 

@@ -6,12 +6,13 @@ roster or trust stores.
 """
 from __future__ import annotations
 
+import json
 import threading
 
 from luma.core.device import dummy
 
 from conftest import (assert_exactly_once, collected_ids, fill_journal, journal_states, kiosk_config,
-                      running_collector, wait_for)
+                      running_collector, stamped, wait_for)
 from drivers.display_luma import LumaDisplay
 from fakes import FakeBroker, Faults, QueueReader
 from kiosk import config
@@ -195,8 +196,9 @@ def test_telemetry_carries_the_app_snapshot_and_only_the_app_thread_touches_the_
         operator.loop_start()
         broker.wait_for(lambda: "kiosk-s1-d1" in broker.clients and "operator" in broker.clients, what="online")
         running.scan(3)
-        operator.publish(f"{PREFIX}/cmd/roster", '{"id": "r", "entries": [{"id": "079090000001"}]}', qos=1)
-        operator.publish(f"{PREFIX}/cmd/ping", '{"id": "p"}', qos=1)
+        operator.publish(f"{PREFIX}/cmd/roster", json.dumps(stamped({"id": "r", "entries": [{"id": "079090000001"}]})),
+                         qos=1)
+        operator.publish(f"{PREFIX}/cmd/ping", json.dumps(stamped({"id": "p"})), qos=1)
 
         def telemetry_with(**fields):
             return [b for b in (m.json() for m in broker.messages(f"{PREFIX}/telemetry"))

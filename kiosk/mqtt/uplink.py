@@ -41,6 +41,7 @@ log = logging.getLogger("kiosk.mqtt.uplink")
 STABLE_CONNECTION_S = 10.0        # a connection that lasted this long resets the backoff
 EVENT_WAIT_S = 0.5                # longest the worker waits for an event before its periodic work
 STOPPED = "uplink_stopped"
+LIVENESS_POLL_S = 0.25            # how often the connection thread looks at the link's silence
 OWN_ALARMS = frozenset({"mqtt_offline", "outbox_full", STOPPED})   # the uplink's; the app's snapshot may lag
 
 D = TypeVar("D")
@@ -57,6 +58,8 @@ class _Link:
     ended: threading.Event = field(default_factory=threading.Event)     # closed, or stop() ends it
     error: str | None = None
     online_at: float | None = None
+    heard_at: float = field(default_factory=time.monotonic)   # the broker's last packet that we saw
+    asked_at: float | None = None                              # a liveness question (SUBSCRIBE) went out
 
 
 # ---------------------------------------------------------------- the uplink
@@ -89,7 +92,7 @@ class Uplink:
         self._app: Mapping[str, Any] = MappingProxyType({})
         self.started_at = wall()
         self.counters = {"published": 0, "confirmed": 0, "resent": 0, "dropped": 0, "reconnects": 0,
-                         "commands": 0, "commands_rejected": 0, "commands_dropped": 0}
+                         "commands": 0, "commands_rejected": 0, "commands_dropped": 0, "silent_links": 0}
         self._workers: list[Supervised] = []
 
     # -------------------------------------------------------------- public
@@ -258,6 +261,7 @@ class Uplink:
                 link.ended.set()
                 link.settled.set()
                 return
+            link.heard_at = time.monotonic()
             mine = link.client     # the factory's object (a wrapper, in tests), not paho's own `client`
             assert mine is not None
             tcp_nodelay(mine)
@@ -290,13 +294,18 @@ class Uplink:
 
     def _on_publish(self, client: Any, link: _Link, mid: int, reason_code: Any = None, properties: Any = None) -> None:
         try:
+            link.heard_at = time.monotonic()
             failed = reason_code is not None and getattr(reason_code, "is_failure", False)
             self.events.put(("nack" if failed else "puback", link.gen, mid))
         except Exception:
             pass
 
+    def _on_subscribe(self, client: Any, link: _Link, mid: int, reason_codes: Any, properties: Any = None) -> None:
+        link.heard_at = time.monotonic()    # the answer to a liveness question (or to the first SUBSCRIBE)
+
     def _on_message(self, client: Any, link: _Link, message: Any) -> None:
         try:
+            link.heard_at = time.monotonic()
             if message.topic == self.topics.ack:
                 self.events.put(("ack", bytes(message.payload)))
                 return
@@ -329,7 +338,7 @@ class Uplink:
                 if link.online_at is not None:
                     self._went_online()
                     working()
-                    while not (link.ended.wait(1.0) or self._stopping.is_set()):
+                    while not (link.ended.wait(LIVENESS_POLL_S) or self._stopping.is_set() or self._silent(link)):
                         pass
                 self._close(link, "stopped" if self._stopping.is_set() else None)
             self._attempt = None
@@ -344,6 +353,27 @@ class Uplink:
             self._retry_delay = backoff_delay(self._attempts, self.cfg.mqtt.reconnect_min_seconds,
                                               self.cfg.mqtt.reconnect_max_seconds)
             self._stopping.wait(self._retry_delay)
+
+    def _silent(self, link: _Link) -> bool:
+        """True when the broker has not answered for a keepalive period: a half-open link (bytes stop, no FIN,
+        no RST), which paho alone notices only after up to two periods (a PINGREQ one period after the last
+        packet, then one more period without its PINGRESP), and TCP after many minutes. A PINGRESP has no
+        callback, so after half a period of silence the uplink asks a question it sees answered: it subscribes
+        to its ack topic again (the broker replaces the subscription with itself and answers with a SUBACK;
+        the flow of acks is not interrupted, MQTT 3.1.1 section 3.8.4). Noticed within a period and a poll."""
+        keepalive = float(self.cfg.mqtt.keepalive)
+        now = time.monotonic()
+        silent = now - link.heard_at
+        if silent >= keepalive:
+            link.error = (f"no answer from the broker for {silent:.1f} s (mqtt.keepalive {keepalive:g} s): "
+                          "the link stopped carrying data without closing")
+            self.counters["silent_links"] += 1
+            return True
+        if silent >= keepalive / 2 and (link.asked_at is None or link.asked_at < link.heard_at):
+            link.asked_at = now
+            if link.client is not None:
+                link.client.subscribe([(self.topics.ack, 1)])
+        return False
 
     def _abandon_attempt(self) -> None:
         """The connection thread died: close the client it left and tell the worker the link is gone."""
@@ -362,6 +392,7 @@ class Uplink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _close(self, link: _Link, reason: str | None) -> None:
