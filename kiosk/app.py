@@ -337,10 +337,12 @@ class App:
         self._stop.set()
 
     def run(self, max_frames: int | None = None, watchdog: LoopMonitor | None = None,
-            drain_seconds: float = 0.0) -> RunResult:
+            drain_seconds: float = 0.0, consumer: bool = False) -> RunResult:
         """Run until stopped, until max_frames, or until a replay camera reaches its end.
 
-        drain_seconds: at the end, give the uplink this long to deliver what is queued (demo, replays).
+        drain_seconds: at the end, give the uplink this long to deliver what is queued (demo, replays): the
+        broker's PUBACKs, then (mqtt.confirm) the consumer's confirmations; `consumer`: one is known to run (the
+        demo's console), so its confirmations are waited for the whole time, not only while they keep coming.
         """
         reason = "stopped"
         try:
@@ -370,7 +372,9 @@ class App:
                 pass
             held_at_stop = self._save_held()
             if self.uplink and drain_seconds > 0:
-                self.uplink.wait_drained(drain_seconds)
+                deadline = time.monotonic() + drain_seconds
+                if self.uplink.wait_drained(drain_seconds) and self.cfg.mqtt.confirm:
+                    self.uplink.wait_confirmed(max(0.0, deadline - time.monotonic()), consumer=consumer)
             try:
                 journal_rows = self.journal.count()
             except KioskError:

@@ -311,6 +311,9 @@ class Publisher(Protocol):
 
     def wait_drained(self, timeout: float) -> bool: ...
 
+    def wait_confirmed(self, timeout: float, *, consumer: bool) -> int:
+        """Wait for the consumer's confirmations too (bounded); how many events are still unconfirmed."""
+
     def alarms(self) -> list[str]: ...
 
     def status(self) -> dict[str, Any]: ...

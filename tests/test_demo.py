@@ -101,3 +101,54 @@ def test_a_second_demo_says_it_starts_afresh_and_keep_keeps_the_journal(tmp_path
     kept, said = demo("--keep")
     assert "starting afresh" not in said
     assert kept["journal_rows"] == second["journal_rows"] + kept["checkins"]  # --keep added to the journal
+
+
+def demo_argv(tmp_path, port, *extra):
+    argv = ["demo", "--drain-seconds", "30", *extra]
+    for s in (f"journal.path={tmp_path}/journal.sqlite", f"roster.path={tmp_path}/roster.json",
+              f"trust.path={tmp_path}/trust.json", f"display.path={tmp_path}/screens", f"mqtt.port={port}",
+              f"console.database_url={tmp_path}/console.sqlite"):
+        argv += ["--set", s]
+    return argv
+
+
+def test_the_demo_waits_for_a_running_consumers_confirmations(tmp_path, capsys, broker):
+    """Before, the demo ended at the broker's PUBACKs: its last check-ins were never confirmed."""
+    from conftest import journal_states, kiosk_config, running_collector
+
+    with running_collector(kiosk_config(tmp_path, broker.port), tmp_path / "collector.sqlite") as collector:
+        assert main(demo_argv(tmp_path, broker.port)) == 0
+        stored = collector.result.stored
+    out, err = capsys.readouterr()
+    summary = json.loads(out.splitlines()[-1])
+    assert journal_states(tmp_path / "journal.sqlite") == {"confirmed": summary["checkins"]} and stored > 0
+    assert summary["uplink"]["outbox"]["published_unconfirmed"] == 0
+    assert "every check-in confirmed by the consumer" in err
+
+
+def test_without_a_consumer_the_demo_says_what_is_unconfirmed(tmp_path, capsys, broker):
+    from conftest import journal_states
+
+    assert main(demo_argv(tmp_path, broker.port)) == 0     # bounded: it gives up once nothing is confirmed
+    out, err = capsys.readouterr()
+    summary = json.loads(out.splitlines()[-1])
+    assert journal_states(tmp_path / "journal.sqlite") == {"published": summary["checkins"]}
+    assert f"{summary['checkins']} check-ins published but not confirmed by a consumer" in err
+
+
+def test_demo_console_confirms_the_replay_through_its_own_collector(tmp_path, broker):
+    """`kiosk demo --console`: the console's collector runs during the replay and confirms every check-in."""
+    from conftest import journal_states
+    from kiosk import config
+    from kiosk.app import App
+    from kiosk.commands.demo import _start_console
+
+    cfg = config.load(config.DEFAULT_CONFIG, [a for a in demo_argv(tmp_path, broker.port)[3:] if a != "--set"])
+    console = _start_console(cfg)
+    try:
+        assert console.collector.client is not None
+        result = App(cfg).run(drain_seconds=30, consumer=True)
+        assert journal_states(tmp_path / "journal.sqlite") == {"confirmed": result.journal_rows}
+        assert len(console.store.ids()) == result.journal_rows
+    finally:
+        console.stop()

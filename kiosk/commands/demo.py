@@ -2,15 +2,18 @@
 
 Replays the bundled camera scenes through decoder, decision, feedback (PNG screens, mock GPIO),
 journal and uplink (a local broker if one is reachable, otherwise the check-ins stay queued), then
-prints one JSON line per check-in (masked) and a summary.
+prints one JSON line per check-in (masked) and a summary. It waits (--drain-seconds) for the broker's
+PUBACKs and then for a consumer's confirmations (with --console the console's collector runs during the
+replay), and says what is still unsent or unconfirmed.
 """
 from __future__ import annotations
 
 import shutil
 import statistics
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kiosk import config
 from kiosk.commands import Args, Parser, Subparsers, emit, load_config, seconds
@@ -18,13 +21,17 @@ from kiosk.errors import KioskError
 
 if TYPE_CHECKING:
     from kiosk.config import Config
+    from kiosk.fleet.console import ConsoleProcess
+
+CONSOLE_CONNECT_S = 5.0
 
 
 def register(sub: Subparsers, common: Parser) -> None:
     p = sub.add_parser("demo", parents=[common], help="replay the bundled scenes through the full pipeline")
     p.add_argument("--keep", action="store_true", help="keep the previous demo journal instead of starting afresh")
     p.add_argument("--drain-seconds", type=seconds, default=5.0,
-                   help="how long to wait for the uplink to deliver the check-ins when a broker is reachable")
+                   help="how long to wait for the uplink to deliver the check-ins when a broker is reachable "
+                        "(PUBACKs, then a consumer's confirmations)")
     p.add_argument("--console", action="store_true",
                    help=f"then open the venue console on the demo's check-ins (user {DEMO_USER}, password "
                         f"{DEMO_PASSWORD}; on console.bind:console.port, 127.0.0.1:8080 by default)")
@@ -67,10 +74,12 @@ def run(args: Args) -> int:
             print(f"kiosk demo: starting afresh: removed the previous demo's {len(removed)} files and folders "
                   f"(journal, roster, trust list, screens) in {Path(cfg.journal.path).parent} (--keep keeps them)",
                   file=sys.stderr)
+    console = _start_console(cfg) if args.console else None
     app = App(cfg)
     app.pipeline.keep_decisions = True
     app.wait_for_screens = True
-    result = app.run(drain_seconds=args.drain_seconds)
+    result = app.run(drain_seconds=args.drain_seconds,
+                     consumer=console is not None and console.collector.client is not None)
     for decision in app.pipeline.decisions:
         emit({"event": "checkin", **decision.to_json()})
     c = app.pipeline.counters
@@ -93,19 +102,50 @@ def run(args: Args) -> int:
         "latency_ms_p95": round(latencies[int(0.95 * (len(latencies) - 1))], 2) if latencies else None,
     }
     emit(summary)
-    if args.console:
-        return _console(cfg)
+    _say_unconfirmed(cfg, result.uplink, args.drain_seconds)
+    if console is not None:
+        return _console(cfg, console)
     return 0
 
 
-def _console(cfg: Config) -> int:
-    """The console on the demo's check-ins (copied from the journal into console.database_url)."""
-    from kiosk.fleet.accounts import Accounts
+def _say_unconfirmed(cfg: Config, uplink: dict[str, Any] | None, waited: float) -> None:
+    """What the uplink has not delivered end to end when the demo ends (they stay in the journal)."""
+    if uplink is None:
+        return
+    box = uplink["outbox"]
+    pending, unconfirmed = box["pending"], box["published_unconfirmed"]
+    if pending:
+        print(f"kiosk demo: {pending} check-ins not sent (no broker at {cfg.mqtt.host}:{cfg.mqtt.port} within "
+              f"{waited:g} s); they stay queued in {cfg.journal.path}", file=sys.stderr)
+    elif unconfirmed and cfg.mqtt.confirm:
+        print(f"kiosk demo: {unconfirmed} check-ins published but not confirmed by a consumer within {waited:g} s "
+              "(none runs? kiosk collector, or kiosk demo --console); they stay in the journal and would be sent "
+              "again until confirmed", file=sys.stderr)
+    elif box.get("last_ack_at"):
+        print("kiosk demo: every check-in confirmed by the consumer", file=sys.stderr)
+
+
+def _start_console(cfg: Config) -> ConsoleProcess:
+    """The console's collector before the replay, so the demo's check-ins reach it over MQTT and are confirmed.
+    Bounded: without a broker the demo goes on (the console then shows the journal's copy)."""
     from kiosk.fleet.console import ConsoleProcess, open_store
+
+    console = ConsoleProcess(cfg, open_store(cfg))   # console.database_url: demo-out/console.sqlite here
+    console.start_collector()
+    deadline = time.monotonic() + CONSOLE_CONNECT_S
+    while console.collector.client is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return console
+
+
+def _console(cfg: Config, console: ConsoleProcess) -> int:
+    """The console on the demo's check-ins: what its collector stored, and the journal's rows it did not get
+    (no broker), copied in (each stored once)."""
+    from kiosk.fleet.accounts import Accounts
     from kiosk.stores.checkins import SELECT_EVENTS, event_from_row
     from kiosk.stores.outbox import Outbox
 
-    store = open_store(cfg)   # console.database_url: demo-out/console.sqlite in the demo configuration
+    store = console.store
     outbox = Outbox(cfg.journal.path)
     try:   # what the collector would have stored had a broker run (the same rows, stored once)
         rows = outbox.db.execute(f"{SELECT_EVENTS} ORDER BY seq").fetchall()
@@ -121,5 +161,5 @@ def _console(cfg: Config) -> int:
     accounts.grant(DEMO_USER, cfg.site.id, "owner")
     print(f"console: http://{cfg.console.bind}:{cfg.console.port}/live?site={cfg.site.id}  user {DEMO_USER}, "
           f"password {DEMO_PASSWORD}  (Ctrl-C stops it)", file=sys.stderr, flush=True)
-    ConsoleProcess(cfg, store).serve()
+    console.serve()
     return 0

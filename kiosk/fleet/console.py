@@ -92,6 +92,9 @@ class ConsoleProcess:
 
     # ------------------------------------------------------------------ the collector thread
     def start_collector(self) -> None:
+        """The collector thread (once: `kiosk demo --console` starts it before its replay, then serves)."""
+        if self._thread is not None:
+            return
         self._thread = threading.Thread(target=self._collect, name="console-collector", daemon=True)
         self._thread.start()
 

@@ -41,6 +41,8 @@ log = logging.getLogger("kiosk.mqtt.uplink")
 STABLE_CONNECTION_S = 10.0        # a connection that lasted this long resets the backoff
 EVENT_WAIT_S = 0.5                # longest the worker waits for an event before its periodic work
 STOPPED = "uplink_stopped"
+# wait_confirmed: no change this long, and no consumer is known to run (PUBACKs reach the file within the coalescing)
+CONSUMER_SILENCE_S = COALESCE_PUBLISHED_S + 1.5
 LIVENESS_POLL_S = 0.25            # how often the connection thread looks at the link's silence
 OWN_ALARMS = frozenset({"mqtt_offline", "outbox_full", STOPPED})   # the uplink's; the app's snapshot may lag
 
@@ -138,6 +140,26 @@ class Uplink:
             if not self.online and self._attempts > 0 and self.last_error:
                 return False
         return self.drained.is_set()
+
+    def wait_confirmed(self, timeout: float, *, consumer: bool) -> int:
+        """After `wait_drained`: wait until the consumer confirmed every event (mqtt.confirm), at most `timeout`
+        seconds; how many are still unconfirmed. Without a consumer known to run (`consumer` False) it gives up
+        once nothing was confirmed for CONSUMER_SILENCE_S: nobody is confirming."""
+        deadline = time.monotonic() + timeout
+        outbox = self.open_outbox()
+        try:
+            last, quiet_since = -1, time.monotonic()
+            while True:
+                box = outbox.status()
+                left = int(box["pending"]) + int(box["published_unconfirmed"])
+                now = time.monotonic()
+                if left != last:
+                    last, quiet_since = left, now
+                if left == 0 or now >= deadline or (not consumer and now - quiet_since >= CONSUMER_SILENCE_S):
+                    return left
+                self._stopping.wait(0.1)
+        finally:
+            outbox.close()
 
     def set_app_snapshot(self, snapshot: Mapping[str, Any]) -> None:
         """The app thread's latest counters and alarms for telemetry and the retained status. Replaced whole
