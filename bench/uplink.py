@@ -132,8 +132,10 @@ def drain_through(folder: Path, broker: Broker, faults: LinkFaults, freeze: bool
             time.sleep(0.005)
         journal.close()
 
+    # a group of its own: the earlier runs' collectors keep their (persistent) place in theirs, and a shared
+    # subscription gives each member its share, connected or not
     with running_collector(kiosk_config(folder, broker.port), folder / "collector.sqlite",
-                           client_id=f"bench-{folder.name}") as collector:
+                           client_id=f"bench-{folder.name}", group=f"bench-{folder.name}") as collector:
         up = Uplink(cfg, cfg.journal.path)
         started = time.perf_counter()
         up.start()

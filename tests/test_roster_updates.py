@@ -79,7 +79,8 @@ def test_a_roster_command_is_applied_while_the_kiosk_scans_and_answered_when_com
         watcher.next(f"{PREFIX}/status", where=lambda b: b["state"] == "online")
         assert running.decide(THU) == ("black", "no_health_data")
         entries = [{"id": "079090000001", "doses": "2021-11-01"}] + people(20_000)
-        watcher.publish(f"{PREFIX}/cmd/roster", {"id": "big-1", "version": 5, "entries": entries})
+        issued = running.app.clock.now().isoformat()    # the kiosk's (fixed, 2021) clock
+        watcher.publish(f"{PREFIX}/cmd/roster", {"id": "big-1", "version": 5, "issued": issued, "entries": entries})
         assert applying.wait(10)
         # the worker holds the command: the app thread goes on scanning, on the roster it has
         assert running.decide(THU) == ("black", "no_health_data")
@@ -90,12 +91,15 @@ def test_a_roster_command_is_applied_while_the_kiosk_scans_and_answered_when_com
         assert answer == {"v": 1, "ok": True, "error": None, "id": "big-1",
                           "result": {"count": 20_001, "version": 5}}
         assert running.decide(THU) == ("green", "vaccinated_14d")
-        # refused by the roster's own rules, answered the same way with its id; nothing changed
-        watcher.publish(f"{PREFIX}/cmd/roster", {"id": "replayed", "version": 3, "entries": people(10)})
+        # an older version (a replay) is refused by the envelope, one the roster's own rules refuse is answered the
+        # same way with its id; nothing changed
+        watcher.publish(f"{PREFIX}/cmd/roster", {"id": "replayed", "version": 3, "issued": issued,
+                                                 "entries": people(10)})
         answer = watcher.next(f"{PREFIX}/cmd/roster/result")
         assert (answer["id"], answer["ok"], answer["result"]) == ("replayed", False, None)
-        assert "this kiosk's roster is at version 5" in answer["error"]
-        watcher.publish(f"{PREFIX}/cmd/roster", {"id": "wipe", "version": 6, "entries": [{"id": "1"}]})
+        assert "older than the last accepted (version 5" in answer["error"]
+        watcher.publish(f"{PREFIX}/cmd/roster", {"id": "wipe", "version": 6, "issued": issued,
+                                                 "entries": [{"id": "1"}]})
         answer = watcher.next(f"{PREFIX}/cmd/roster/result")
         assert (answer["id"], answer["ok"]) == ("wipe", False) and "row 1: id: not an ID number" in answer["error"]
         assert (running.app.roster.count, running.app.roster.version) == (20_001, 5)

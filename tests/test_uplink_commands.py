@@ -297,3 +297,20 @@ def test_the_ledger_file_survives_a_restart_and_a_corrupt_one_is_moved_aside(tmp
     ledger.accept("config", 3, at)     # cannot be written: logged once, never raised, kept in memory
     ledger.accept("config", 4, at)
     assert ledger.last("config") == (4, at) and caplog.text.count("command versions not saved") == 1
+
+
+def test_a_command_repeated_while_its_work_goes_on_elsewhere_is_refused(kiosk):
+    from concurrent.futures import Future
+
+    work: Future = Future()
+    k = kiosk({"slow": lambda payload, deps: work})
+    command = stamped({"id": "s-1"})
+    k.send("slow", command)
+    assert k.up.run_pending_commands(k.handlers, k.deps, k.admission) == 1 and k.answers("slow") == []
+    again = k.ask("slow", json.dumps(command).encode())
+    assert again["ok"] is False and "is being applied" in again["error"]
+    work.set_result({"done": True})
+    k.up.run_pending_commands(k.handlers, k.deps, k.admission)
+    assert k.answers("slow")[-1] == {"v": 1, "ok": True, "error": None, "result": {"done": True}, "id": "s-1"}
+    assert k.admission.ledger.last("slow")[0] == command["version"]
+    assert "repeated" in k.ask("slow", json.dumps(command).encode())["error"]
