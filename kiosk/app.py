@@ -28,8 +28,8 @@ from kiosk.ports import (Camera, Clock, Decoder, Device, Display, Gpio, LoopMoni
 from kiosk.ports import Roster as RosterPort
 from kiosk.remote import COMMAND_HANDLERS, Dependencies
 from kiosk.site import SiteState
-from kiosk.worker import Worker
 from kiosk.stores.commands import CommandLedger, ledger_path
+from kiosk.worker import Worker
 
 if TYPE_CHECKING:
     from kiosk.decider import Decider

@@ -208,7 +208,7 @@ def test_example_acl_confines_each_kiosk(tmp_path, broker_factory, watcher_facto
     assert sorted(collected_ids(tmp_path / "c.sqlite")) == sorted(ids)
 
 
-def test_example_broker_config_runs_with_tls_passwords_and_acl(tmp_path, shipped_broker):
+def test_example_broker_config_runs_with_tls_passwords_and_acl(tmp_path, shipped_broker, uplinks):
     """config/mosquitto/mosquitto.conf as shipped, with only its paths and ports moved into tmp_path."""
     from kiosk.mqtt.uplink import Uplink
 
@@ -216,12 +216,9 @@ def test_example_broker_config_runs_with_tls_passwords_and_acl(tmp_path, shipped
     kiosk = broker.kiosk(tmp_path, "kiosk-s1-d1")
     ids = fill_journal(kiosk.journal.path, 30)
     with running_collector(broker.local(tmp_path, "collector"), tmp_path / "c.sqlite"):
-        up = Uplink(kiosk, kiosk.journal.path)
-        up.start()
-        try:
-            wait_for(lambda: journal_states(kiosk.journal.path) == {"confirmed": 30}, 30, what="confirmed")
-        finally:
-            up.stop()
+        uplinks.append(Uplink(kiosk, kiosk.journal.path))
+        uplinks[-1].start()
+        wait_for(lambda: journal_states(kiosk.journal.path) == {"confirmed": 30}, 30, what="confirmed")
     assert sorted(collected_ids(tmp_path / "c.sqlite")) == sorted(ids)
 
 

@@ -98,5 +98,6 @@ class Tail:
                 last = time.monotonic()
                 self.show(topic, payload)
         finally:
+            self._lost = True         # our own close: nothing to report
             close(client)
         return self.printed
