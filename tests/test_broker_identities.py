@@ -150,3 +150,31 @@ def test_make_acl_prints_the_example_acls_stanzas_for_further_users_of_each_role
     assert kiosk[1:] == [line for line in stanzas["kiosk-s1-d1"] if line.startswith("topic ")]
     for bad in (["--role", "admin", "x"], ["--role", "operator", "a/b"], ["--role", "operator", "#"]):
         assert subprocess.run([str(CONFIG_MOSQUITTO / "make-acl.sh"), *bad], capture_output=True).returncode == 2
+
+
+def test_the_console_with_its_own_login_stores_the_fleet_and_sends_commands(tmp_path, shipped_broker, uplinks):
+    from dataclasses import replace
+
+    from kiosk.fleet.console import ConsoleProcess
+
+    broker = shipped_broker(("kiosk-s1-d1", "console"))
+    kiosk = broker.kiosk(tmp_path, "kiosk-s1-d1")
+    ids = fill_journal(kiosk.journal.path, 50)
+    cfg = broker.local(tmp_path, "console")
+    console = ConsoleProcess(replace(cfg, console=replace(cfg.console,
+                                                          database_url=str(tmp_path / "console.sqlite"))))
+    console.start_collector()
+    try:
+        wait_for(lambda: console.collector.client is not None, 10, what="the console's collector subscribed")
+        up = Uplink(kiosk, kiosk.journal.path)
+        uplinks.append(up)
+        up.start()
+        wait_for(lambda: journal_states(kiosk.journal.path) == {"confirmed": 50}, 30, what="confirmed by the console")
+        wait_for(lambda: [d["status"] for d in console.store.devices(["s1"])] == ["online"], 10,
+                 what="the kiosk's retained status at the console")
+        assert sorted(console.store.ids()) == sorted(ids)
+        assert console.collector.publish("kiosk/s1/all/cmd/roster", stamped({"id": "push", "entries": []}))
+        wait_for(lambda: len(up.commands) == 1, 10, what="the console's command at the kiosk")
+    finally:
+        console.stop()
+    assert "as console (" in broker.log()         # the broker's id for it: its login, not console-console-8080

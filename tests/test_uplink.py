@@ -177,6 +177,27 @@ def test_a_command_replayed_after_a_restart_is_refused(tmp_path, broker, watcher
     assert run_commands_until(up, {"roster": roster}, watcher, f"{PREFIX}/cmd/roster/result")["ok"]
 
 
+def test_a_flood_of_commands_is_dropped_with_one_warning(tmp_path, broker, watcher_factory, make_uplink, caplog):
+    """10,000 commands at once (once: 9,040 warning lines): the queue keeps its bound, the drops are counted and
+    the first is logged, the rest summed up once the burst is over."""
+    import logging
+
+    from kiosk.mqtt.downlink import MAX_QUEUED_COMMANDS
+
+    caplog.set_level(logging.WARNING, "kiosk.mqtt.downlink")
+    cfg = kiosk_config(tmp_path, broker.port)
+    fill_journal(cfg.journal.path, 0)
+    up = make_uplink(cfg)
+    wait_for(lambda: online(up), 10, what="online")
+    flood = watcher_factory(broker.port, f"{PREFIX}/cmd/+/result")
+    for i in range(10_000):
+        flood.client.publish(f"{PREFIX}/cmd/ping", json.dumps(stamped({"id": i})), qos=0)
+    wait_for(lambda: len(up.commands) + up.commands.dropped == 10_000, 60, what="the flood received")
+    assert len(up.commands) == MAX_QUEUED_COMMANDS and up.commands.dropped == 10_000 - MAX_QUEUED_COMMANDS
+    drops = [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()]
+    assert len(drops) == 1 and drops[0].startswith("downlink command dropped: 100 commands"), drops[:3]
+
+
 def test_only_own_and_site_wide_commands_are_received(tmp_path, broker, watcher_factory, make_uplink):
     cfg = kiosk_config(tmp_path, broker.port)
     fill_journal(cfg.journal.path, 1)
