@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -38,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from kiosk.errors import DataError, StorageError
 from kiosk.model import Person
-from kiosk.stores.documents import atomic_write_bytes, decode_b64, fsync_dir
+from kiosk.stores.documents import atomic_write_bytes, decode_b64
 
 if TYPE_CHECKING:
     from kiosk.config import Config
@@ -253,29 +252,9 @@ def save(path: Path, keys: list[SiteKey], *, exclusive: bool = False) -> None:
     ring yet (two processes starting at once then share the one that won)."""
     owner = _owner(path)
     payload = json.dumps({"v": 1, "keys": [k.to_json() for k in keys]}, indent=1).encode("utf-8")
-    if exclusive:
-        _link_new(path, payload)
-    else:
-        atomic_write_bytes(path, payload)
+    atomic_write_bytes(path, payload, exclusive=exclusive)
     if os.geteuid() == 0 and owner is not None:
         os.chown(path, *owner)
-
-
-def _link_new(path: Path, payload: bytes) -> None:
-    """Write a temp file (mkstemp: mode 0600), fsync, then link it into place; os.link fails if the file exists."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return
-        fsync_dir(path.parent)
-    finally:
-        os.unlink(tmp)
 
 
 def _owner(path: Path) -> tuple[int, int] | None:

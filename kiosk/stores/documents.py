@@ -52,7 +52,11 @@ class AtomicJSONStorage(Storage):
         pass
 
 
-def atomic_write_bytes(path: Path, payload: bytes) -> None:
+def atomic_write_bytes(path: Path, payload: bytes, *, exclusive: bool = False) -> bool:
+    """Write `payload` to a temp file beside `path` (mkstemp: mode 0600), fsync it, then put it in place.
+
+    exclusive: link it into place only if `path` does not exist yet (two processes creating the same file both
+    end up using the one that won); False when it already existed. Otherwise it replaces `path`: True."""
     path = Path(path)
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -61,7 +65,15 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            if exclusive:
+                try:
+                    os.link(tmp, path)
+                except FileExistsError:
+                    return False
+                finally:
+                    os.unlink(tmp)
+            else:
+                os.replace(tmp, path)
         except BaseException:
             try:
                 os.unlink(tmp)
@@ -71,6 +83,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         fsync_dir(path.parent)
     except OSError as exc:
         raise StorageError(f"cannot write {path}: {exc.strerror} (check free space and permissions)") from None
+    return True
 
 
 def read_limited(path: Path, max_bytes: int) -> bytes:
