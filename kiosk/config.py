@@ -238,13 +238,15 @@ class CameraConfig:
     height: int = key(Int(480, "Decode stream height in pixels.", min=120, max=3040))
     fps: float = key(Float(30.0, "Frames per second asked of the camera.", min=1, max=120))
     device: int = key(Int(0, "v4l2: /dev/videoN index.", min=0, max=63))
-    autofocus: bool = key(Bool(True, "picamera2: continuous, fast autofocus where the module has it (Camera Module 3)."))
+    autofocus: bool = key(Bool(True, "Continuous autofocus where the camera has it (picamera2: fast, on Camera Module 3; "
+                               "v4l2: the webcam's own)."))
     af_window: float = key(Float(0.5, "picamera2: autofocus metered on this centre share of the view's width and "
                                  "height, where a code is held (0: the whole view).", min=0, max=1))
     exposure_value: float = key(Float(-1.0, "picamera2: exposure compensation in stops with automatic exposure; "
                                       "below 0 keeps a bright phone screen from being blown out.", min=-8, max=8))
-    exposure_us: int = key(Int(0, "Fixed exposure time in microseconds (0: automatic, with exposure_value). Phone "
-                               "screens read best around 8000-15000.", min=0, max=1000000))
+    exposure_us: int = key(Int(0, "Fixed exposure time in microseconds (0: automatic; picamera2 then applies "
+                               "exposure_value). Phone screens read best around 8000-15000 (v4l2: in 100 us steps).",
+                               min=0, max=1000000))
     retry_seconds: float = key(Float(5.0, "Wait between attempts to reopen a failed camera.", min=0.1, max=600))
 
 

@@ -3,6 +3,7 @@ stand-in module at the import seam (picamera2 only installs on a Pi), V4L2 failu
 from __future__ import annotations
 
 import io
+import logging
 import sys
 import types
 
@@ -435,7 +436,8 @@ def fake_cv2(monkeypatch):
     stand_in = types.SimpleNamespace(
         VideoCapture=StandInCapture, CAP_V4L2=cv2.CAP_V4L2, CAP_PROP_FRAME_WIDTH=cv2.CAP_PROP_FRAME_WIDTH,
         CAP_PROP_FRAME_HEIGHT=cv2.CAP_PROP_FRAME_HEIGHT, CAP_PROP_FPS=cv2.CAP_PROP_FPS,
-        CAP_PROP_BUFFERSIZE=cv2.CAP_PROP_BUFFERSIZE,
+        CAP_PROP_BUFFERSIZE=cv2.CAP_PROP_BUFFERSIZE, CAP_PROP_AUTOFOCUS=cv2.CAP_PROP_AUTOFOCUS,
+        CAP_PROP_AUTO_EXPOSURE=cv2.CAP_PROP_AUTO_EXPOSURE, CAP_PROP_EXPOSURE=cv2.CAP_PROP_EXPOSURE,
         COLOR_BGR2GRAY=cv2.COLOR_BGR2GRAY, cvtColor=cv2.cvtColor)
     monkeypatch.setitem(sys.modules, "cv2", stand_in)
     return StandInCapture
@@ -448,7 +450,7 @@ def test_v4l2_unplugged_mid_run_then_reopened(fake_cv2):
     first = fake_cv2.opened[-1]
     assert (first.index, first.backend) == (2, cv2.CAP_V4L2)
     assert first.props == {cv2.CAP_PROP_FRAME_WIDTH: 640, cv2.CAP_PROP_FRAME_HEIGHT: 480, cv2.CAP_PROP_FPS: 15.0,
-                           cv2.CAP_PROP_BUFFERSIZE: 1}
+                           cv2.CAP_PROP_BUFFERSIZE: 1, cv2.CAP_PROP_AUTOFOCUS: 1, cv2.CAP_PROP_AUTO_EXPOSURE: 3}
     frame = camera.read()
     assert frame.shape == (480, 640) and frame.dtype == np.uint8
     assert int(frame[0, 0]) == cv2.cvtColor(np.array([[[10, 100, 200]]], np.uint8), cv2.COLOR_BGR2GRAY)[0, 0]
@@ -460,6 +462,23 @@ def test_v4l2_unplugged_mid_run_then_reopened(fake_cv2):
     assert camera.read() is not None
     camera.close()
     assert fake_cv2.opened[-1].released
+
+
+def test_v4l2_phone_screen_settings_and_a_webcam_that_refuses_them(fake_cv2, caplog, monkeypatch):
+    cfg = config.load(data={"camera": {"type": "v4l2", "autofocus": False, "exposure_us": 10000}})
+    camera = camera_v4l2.create(cfg)
+    refused = {cv2.CAP_PROP_AUTOFOCUS, cv2.CAP_PROP_EXPOSURE}
+    monkeypatch.setattr(fake_cv2, "set", lambda self, prop, value: (self.props.__setitem__(prop, value),
+                                                                    prop not in refused)[1])
+    with caplog.at_level(logging.WARNING, logger="drivers.camera_v4l2"):
+        camera.start()
+        camera.start()  # reopened after a failure: the refusals are not logged again
+    props = fake_cv2.opened[-1].props
+    assert (props[cv2.CAP_PROP_AUTOFOCUS], props[cv2.CAP_PROP_AUTO_EXPOSURE], props[cv2.CAP_PROP_EXPOSURE]) == (0, 1, 100)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and any("autofocus" in w for w in warnings) and any("exposure = 100" in w for w in warnings)
+    assert camera.read().shape == (480, 640)
+    camera.close()
 
 
 def test_v4l2_device_that_will_not_open(fake_cv2):
